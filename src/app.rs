@@ -1,0 +1,180 @@
+//! The subcommands, composed from the library's parts. `main.rs` only maps
+//! the result to an exit code.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use crate::cli::{CertArgs, CheckArgs, Cli, Command, RunArgs};
+use crate::config::{self, Config, ConfigError, LogLevel, Source, UpstreamUrl};
+use crate::server::{self, ServerError};
+use crate::tls::{self, TlsError};
+
+/// Why a command failed; decides the exit code.
+#[derive(Debug)]
+pub enum AppError {
+    /// Invalid configuration or command-line value (exit 2).
+    Config(ConfigError),
+    /// Unusable certificate or key (exit 2).
+    Tls(TlsError),
+    /// A listener could not be opened (exit 1).
+    Server(ServerError),
+    /// Anything else at run time (exit 1).
+    Runtime(String),
+}
+
+impl AppError {
+    /// 2 for bad input (config, certificates), 1 for failures at run time.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Config(_) | AppError::Tls(_) => 2,
+            AppError::Server(_) | AppError::Runtime(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Config(e) => e.fmt(f),
+            AppError::Tls(e) => write!(f, "certificate problem: {e}"),
+            AppError::Server(e) => e.fmt(f),
+            AppError::Runtime(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl From<ConfigError> for AppError {
+    fn from(e: ConfigError) -> Self {
+        AppError::Config(e)
+    }
+}
+
+impl From<TlsError> for AppError {
+    fn from(e: TlsError) -> Self {
+        AppError::Tls(e)
+    }
+}
+
+/// Runs the command the user asked for.
+pub fn main(cli: Cli) -> Result<(), AppError> {
+    match cli.command {
+        None => run(cli.run),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Check(args)) => check(args),
+        Some(Command::Cert(args)) => cert(args),
+    }
+}
+
+/// The config file (or defaults) with the command-line overrides applied.
+pub fn effective_config(args: &RunArgs) -> Result<(Config, Source), ConfigError> {
+    let (mut config, source) = config::load(args.config.as_deref())?;
+    let flag_error = |flag: &str, message: String| ConfigError {
+        source: "the command line".into(),
+        position: None,
+        key: Some(flag.to_string()),
+        message,
+    };
+    if let Some(listen) = &args.listen {
+        config.listen.https = config::parse_socket_addr(listen).map_err(|m| flag_error("--listen", m))?;
+    }
+    if let Some(upstream) = &args.upstream {
+        config.upstream.url = UpstreamUrl::parse(upstream.trim()).map_err(|m| flag_error("--upstream", m))?;
+    }
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        config.tls.cert = Some(cert.clone());
+        config.tls.key = Some(key.clone());
+    }
+    config.validate(&source.to_string())?;
+    Ok((config, source))
+}
+
+fn run(args: RunArgs) -> Result<(), AppError> {
+    let (config, source) = effective_config(&args)?;
+    init_logging(config.log.level);
+    tracing::info!("configuration: {source}");
+    let tls = prepare_tls(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Runtime(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(server::run(config, tls)).map_err(AppError::Server)
+}
+
+/// Loads the configured certificate, or reuses / generates the development one.
+fn prepare_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => {
+            let tls = tls::server_config(cert, key, config.tls.min_version)?;
+            tracing::info!("certificate: {} (key {})", cert.display(), key.display());
+            Ok(tls)
+        }
+        _ => {
+            let dev = tls::ensure_dev_certs(&config.tls.self_signed_dir, &config.tls.self_signed_hosts, config.tls.min_version)?;
+            let tls = tls::server_config(&dev.cert, &dev.key, config.tls.min_version)?;
+            let verb = if dev.leaf_generated { "generated" } else { "reusing" };
+            tracing::info!(
+                "{verb} development certificate {} for {}, signed by the development CA {}; trust it with: curl --cacert {} https://localhost:{}/",
+                dev.cert.display(),
+                config.tls.self_signed_hosts.join(", "),
+                dev.ca.display(),
+                dev.ca.display(),
+                config.public_https_port(),
+            );
+            Ok(tls)
+        }
+    }
+}
+
+fn check(args: CheckArgs) -> Result<(), AppError> {
+    let run_args = RunArgs {
+        config: args.config,
+        ..RunArgs::default()
+    };
+    let (config, source) = effective_config(&run_args)?;
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+        tls::server_config(cert, key, config.tls.min_version)?;
+    }
+    println!("# configuration OK: {source}");
+    if config.uses_dev_cert() {
+        println!(
+            "# no tls.cert/tls.key: a development certificate is generated into (or reused from) {}",
+            config.tls.self_signed_dir.display()
+        );
+    }
+    println!("{config}");
+    Ok(())
+}
+
+fn cert(args: CertArgs) -> Result<(), AppError> {
+    let hosts = if args.hosts.is_empty() {
+        config::Config::default().tls.self_signed_hosts
+    } else {
+        args.hosts
+    };
+    let dev = tls::generate_dev_certs(&args.out, &hosts)?;
+    let ca_state = if dev.ca_reused { "reused" } else { "created" };
+    println!("development CA ({ca_state}): {}", dev.ca.display());
+    println!("certificate for {}: {}", hosts.join(", "), dev.cert.display());
+    println!("private key (mode 0600): {}", dev.key.display());
+    println!("trust the CA, e.g.: curl --cacert {} https://localhost:8443/", dev.ca.display());
+    Ok(())
+}
+
+fn init_logging(level: LogLevel) {
+    let filter = match level {
+        LogLevel::Error => tracing::Level::ERROR,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Trace => tracing::Level::TRACE,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,855 @@
+//! The configuration contract: TOML → validated [`Config`].
+//!
+//! The file is parsed once, here, into typed values (socket addresses, URIs,
+//! durations, CIDR sets). Nothing else in the program ever sees a raw config
+//! string. Every error names the file, the line and column, the full key and
+//! what was expected.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use ipnet::IpNet;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+/// Where the configuration came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file, named by `-c`, `TLSFRONT_CONFIG` or found at `config/tlsfront.toml`.
+    File(PathBuf),
+    /// No file: the built-in defaults.
+    Defaults,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Defaults => f.write_str("built-in defaults"),
+        }
+    }
+}
+
+/// The validated configuration of a running proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listeners.
+    pub listen: Listen,
+    /// Certificates and protocol versions.
+    pub tls: Tls,
+    /// The app behind the proxy.
+    pub upstream: Upstream,
+    /// Which forwarded headers to send and whom to believe.
+    pub forwarded: Forwarded,
+    /// Set-Cookie hardening.
+    pub cookies: Cookies,
+    /// Location / Content-Location / Refresh rewriting.
+    pub redirects: Redirects,
+    /// Application log.
+    pub log: Log,
+    /// Limits and timeouts.
+    pub limits: Limits,
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// The TLS listener.
+    #[serde(deserialize_with = "socket_addr")]
+    pub https: SocketAddr,
+    /// Optional plain-HTTP listener that redirects to https.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub http: Option<SocketAddr>,
+    /// Port clients use for HTTPS; 0 = the https listener's port.
+    pub https_public_port: u16,
+}
+
+/// Minimum TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain; empty = generate a development certificate.
+    #[serde(deserialize_with = "optional_path")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key; empty = generate a development certificate.
+    #[serde(deserialize_with = "optional_path")]
+    pub key: Option<PathBuf>,
+    /// Where development certificates are written and reused from.
+    pub self_signed_dir: PathBuf,
+    /// Names the development certificate is valid for.
+    pub self_signed_hosts: Vec<String>,
+    /// Lowest protocol version offered.
+    pub min_version: TlsVersion,
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// `http://host:port` of the app.
+    #[serde(deserialize_with = "upstream_url")]
+    pub url: UpstreamUrl,
+    /// Limit on establishing a TCP connection to the app.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Limit until the app's response headers arrive.
+    #[serde(deserialize_with = "duration")]
+    pub response_timeout: Duration,
+    /// How long an idle pooled connection to the app is kept.
+    #[serde(deserialize_with = "duration")]
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept to the app.
+    pub pool_max_idle: usize,
+}
+
+/// An upstream address: always `http`, always with an authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// Scheme (always http).
+    pub scheme: Scheme,
+    /// host:port as written (port filled in when absent).
+    pub authority: Authority,
+}
+
+impl UpstreamUrl {
+    /// Parses and validates `http://host[:port][/]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let uri: Uri = s
+            .parse()
+            .map_err(|e| format!("invalid URL {s:?} ({e}); expected like \"http://127.0.0.1:8000\""))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "{s:?}: https upstreams are not supported; tlsfront speaks plain HTTP/1.1 to the app, e.g. \"http://127.0.0.1:8000\""
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "{s:?} has no http:// scheme; expected like \"http://127.0.0.1:8000\""
+                ))
+            }
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{s:?} has no host; expected like \"http://127.0.0.1:8000\""))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("{s:?}: user info in the upstream URL is not supported"));
+        }
+        if let Some(pq) = uri.path_and_query() {
+            if pq.as_str() != "/" && !pq.as_str().is_empty() {
+                return Err(format!(
+                    "{s:?}: a path or query in the upstream URL is not supported; give only scheme, host and port"
+                ));
+            }
+        }
+        let authority = if authority.port_u16().is_none() {
+            format!("{}:80", authority.as_str())
+                .parse()
+                .map_err(|e| format!("invalid host in {s:?}: {e}"))?
+        } else {
+            authority
+        };
+        Ok(UpstreamUrl {
+            scheme: Scheme::HTTP,
+            authority,
+        })
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority)
+    }
+}
+
+/// `[forwarded]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forwarded {
+    /// Peers whose forwarded headers are believed and extended.
+    #[serde(deserialize_with = "cidr_list")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Send X-Forwarded-For.
+    pub x_forwarded_for: bool,
+    /// Send X-Forwarded-Proto.
+    pub x_forwarded_proto: bool,
+    /// Send X-Forwarded-Host.
+    pub x_forwarded_host: bool,
+    /// Send X-Forwarded-Port.
+    pub x_forwarded_port: bool,
+    /// Send X-Real-IP.
+    pub x_real_ip: bool,
+    /// Send RFC 7239 Forwarded.
+    pub forwarded: bool,
+}
+
+/// `SameSite` policy for cookies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    /// Leave whatever the app sent.
+    Keep,
+    /// Add `SameSite=Lax` when absent.
+    Lax,
+    /// Add `SameSite=Strict` when absent.
+    Strict,
+    /// Add `SameSite=None` (and so `Secure`) when absent.
+    None,
+}
+
+/// `[cookies]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cookies {
+    /// Add `Secure`.
+    pub secure: bool,
+    /// Add `HttpOnly`.
+    pub http_only: bool,
+    /// Add `SameSite` when absent.
+    pub same_site: SameSite,
+    /// Cookie names that must stay readable by scripts.
+    pub http_only_except: Vec<String>,
+}
+
+/// `[redirects]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redirects {
+    /// Rewrite Location / Content-Location / Refresh that leak the upstream.
+    pub rewrite_location: bool,
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Normal operation.
+    Info,
+    /// Troubleshooting.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// Application log level.
+    pub level: LogLevel,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Time a client has to complete the TLS handshake.
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Time a client has to send a complete request head (slowloris).
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Grace period for in-flight requests on SIGTERM / SIGINT.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            https: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            http: None,
+            https_public_port: 0,
+        }
+    }
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert: None,
+            key: None,
+            self_signed_dir: PathBuf::from("certs"),
+            self_signed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            min_version: TlsVersion::Tls12,
+        }
+    }
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            url: UpstreamUrl::parse("http://127.0.0.1:8000").expect("the default upstream is valid"),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(60),
+            pool_max_idle: 64,
+        }
+    }
+}
+
+impl Default for Forwarded {
+    fn default() -> Self {
+        Forwarded {
+            trusted_proxies: Vec::new(),
+            x_forwarded_for: true,
+            x_forwarded_proto: true,
+            x_forwarded_host: true,
+            x_forwarded_port: true,
+            x_real_ip: false,
+            forwarded: false,
+        }
+    }
+}
+
+impl Default for Cookies {
+    fn default() -> Self {
+        Cookies {
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Keep,
+            http_only_except: Vec::new(),
+        }
+    }
+}
+
+impl Default for Redirects {
+    fn default() -> Self {
+        Redirects {
+            rewrite_location: true,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: LogLevel::Info,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: Listen::default(),
+            tls: Tls::default(),
+            upstream: Upstream::default(),
+            forwarded: Forwarded::default(),
+            cookies: Cookies::default(),
+            redirects: Redirects::default(),
+            log: Log::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A configuration that could not be used, with everything a person needs to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or "built-in defaults", or "command line").
+    pub source: String,
+    /// 1-based line and column, where TOML is involved.
+    pub position: Option<(usize, usize)>,
+    /// Full dotted key, e.g. `upstream.connect_timeout`, when known.
+    pub key: Option<String>,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration in {}", self.source)?;
+        if let Some((line, col)) = self.position {
+            write!(f, " at line {line}, column {col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses a TOML document. `source` names it in errors.
+    pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let position = inner.span().map(|span| line_col(text, span.start));
+            let (key, message) = explain_toml_error(&path, inner.message());
+            ConfigError {
+                source: source.to_string(),
+                position,
+                key,
+                message,
+            }
+        })?;
+        config.validate(source)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source: source.clone(),
+            position: None,
+            key: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::from_toml(&text, &source)
+    }
+
+    /// Cross-field checks that a single key's type cannot express.
+    pub fn validate(&self, source: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            source: source.to_string(),
+            position: None,
+            key: Some(key.to_string()),
+            message,
+        };
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => {
+                return Err(err(
+                    "tls.key",
+                    "tls.cert is set but tls.key is empty; give both, or neither to use a generated development certificate".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "tls.cert",
+                    "tls.key is set but tls.cert is empty; give both, or neither to use a generated development certificate".into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.tls.cert.is_none() && self.tls.self_signed_hosts.is_empty() {
+            return Err(err(
+                "tls.self_signed_hosts",
+                "no host names for the development certificate; expected e.g. [\"localhost\"]".into(),
+            ));
+        }
+        for name in &self.tls.self_signed_hosts {
+            if name.trim().is_empty() || name.contains(char::is_whitespace) {
+                return Err(err(
+                    "tls.self_signed_hosts",
+                    format!("{name:?} is not a host name or IP address"),
+                ));
+            }
+        }
+        if let Some(http) = self.listen.http {
+            if http == self.listen.https {
+                return Err(err(
+                    "listen.http",
+                    format!("{http} is also the https listener; use another port, e.g. 8080"),
+                ));
+            }
+        }
+        for name in &self.cookies.http_only_except {
+            if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == b'=' || b == b';' || b >= 0x7f) {
+                return Err(err(
+                    "cookies.http_only_except",
+                    format!("{name:?} is not a cookie name"),
+                ));
+            }
+        }
+        if self.upstream.connect_timeout.is_zero() || self.upstream.response_timeout.is_zero() {
+            return Err(err(
+                "upstream",
+                "timeouts must be greater than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The port clients use for https, for redirects and X-Forwarded-Port.
+    pub fn public_https_port(&self) -> u16 {
+        if self.listen.https_public_port != 0 {
+            self.listen.https_public_port
+        } else {
+            self.listen.https.port()
+        }
+    }
+
+    /// Whether the development certificate is used (no cert/key configured).
+    pub fn uses_dev_cert(&self) -> bool {
+        self.tls.cert.is_none()
+    }
+}
+
+/// Resolves which file to read, in the documented order, and reads it.
+pub fn load(explicit: Option<&Path>) -> Result<(Config, Source), ConfigError> {
+    let chosen = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => match std::env::var_os("TLSFRONT_CONFIG") {
+            Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+            _ => {
+                let default = PathBuf::from("config/tlsfront.toml");
+                default.exists().then_some(default)
+            }
+        },
+    };
+    match chosen {
+        Some(path) => Ok((Config::from_file(&path)?, Source::File(path))),
+        None => Ok((Config::default(), Source::Defaults)),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    (line, col)
+}
+
+/// Turns serde/toml wording into a message a person understands, with a
+/// "did you mean" for misspelt keys.
+fn explain_toml_error(path: &str, message: &str) -> (Option<String>, String) {
+    let message = message.trim();
+    let path = (path != "." && !path.is_empty()).then(|| path.to_string());
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            let key = match &path {
+                Some(p) if p.ends_with(field) => p.clone(),
+                Some(p) => format!("{p}.{field}"),
+                None => field.to_string(),
+            };
+            let suggestion = known
+                .iter()
+                .map(|k| (strsim::jaro_winkler(field, k), *k))
+                .filter(|(score, _)| *score > 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, k)| format!("did you mean `{k}`? "))
+                .unwrap_or_default();
+            return (
+                Some(key),
+                format!(
+                    "unknown key `{field}`; {suggestion}known keys here: {}",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        if let Some((value, expected)) = rest.split_once('`') {
+            let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            return (
+                path,
+                format!("{value:?} is not allowed; expected one of {}", known.join(", ")),
+            );
+        }
+    }
+    (path, message.to_string())
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_socket_addr(&s).map_err(de::Error::custom)
+}
+
+fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    parse_socket_addr(&s).map(Some).map_err(de::Error::custom)
+}
+
+/// Parses a listen address such as `0.0.0.0:8443`, `[::]:8443` or `localhost:8443`.
+pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+    }
+    if let Some(port) = s.strip_prefix(':') {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+        }
+    }
+    Err(format!(
+        "{s:?} is not a listen address; expected IP:PORT like \"0.0.0.0:8443\" or \"[::]:8443\""
+    ))
+}
+
+fn cidr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let items = Vec::<String>::deserialize(d)?;
+    items
+        .iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    de::Error::custom(format!(
+                        "{s:?} is not a CIDR or IP address; expected like \"10.0.0.0/8\", \"192.168.1.10\" or \"fd00::/8\""
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn upstream_url<'de, D: Deserializer<'de>>(d: D) -> Result<UpstreamUrl, D::Error> {
+    let s = String::deserialize(d)?;
+    UpstreamUrl::parse(s.trim()).map_err(de::Error::custom)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(de::Error::custom)
+}
+
+/// Parses a human duration such as `5s`, `250ms` or `1m 30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); expected like \"5s\", \"250ms\" or \"2m\""))
+}
+
+fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok((!s.trim().is_empty()).then(|| PathBuf::from(s)))
+}
+
+impl fmt::Display for Config {
+    /// The effective settings, as TOML a person could paste back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn path(p: &Option<PathBuf>) -> String {
+            p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        }
+        fn list<T: fmt::Display>(items: &[T]) -> String {
+            let quoted: Vec<String> = items.iter().map(|i| format!("{:?}", i.to_string())).collect();
+            format!("[{}]", quoted.join(", "))
+        }
+        fn dur(d: Duration) -> String {
+            humantime::format_duration(d).to_string()
+        }
+        let l = &self.listen;
+        writeln!(f, "[listen]")?;
+        writeln!(f, "https = \"{}\"", l.https)?;
+        writeln!(f, "http = \"{}\"", l.http.map(|a| a.to_string()).unwrap_or_default())?;
+        writeln!(f, "https_public_port = {}", l.https_public_port)?;
+        let t = &self.tls;
+        writeln!(f, "\n[tls]")?;
+        writeln!(f, "cert = {:?}", path(&t.cert))?;
+        writeln!(f, "key = {:?}", path(&t.key))?;
+        writeln!(f, "self_signed_dir = {:?}", t.self_signed_dir.display().to_string())?;
+        writeln!(f, "self_signed_hosts = {}", list(&t.self_signed_hosts))?;
+        writeln!(
+            f,
+            "min_version = \"{}\"",
+            match t.min_version {
+                TlsVersion::Tls12 => "1.2",
+                TlsVersion::Tls13 => "1.3",
+            }
+        )?;
+        let u = &self.upstream;
+        writeln!(f, "\n[upstream]")?;
+        writeln!(f, "url = \"{}\"", u.url)?;
+        writeln!(f, "connect_timeout = \"{}\"", dur(u.connect_timeout))?;
+        writeln!(f, "response_timeout = \"{}\"", dur(u.response_timeout))?;
+        writeln!(f, "pool_idle_timeout = \"{}\"", dur(u.pool_idle_timeout))?;
+        writeln!(f, "pool_max_idle = {}", u.pool_max_idle)?;
+        let w = &self.forwarded;
+        writeln!(f, "\n[forwarded]")?;
+        writeln!(f, "trusted_proxies = {}", list(&w.trusted_proxies))?;
+        writeln!(f, "x_forwarded_for = {}", w.x_forwarded_for)?;
+        writeln!(f, "x_forwarded_proto = {}", w.x_forwarded_proto)?;
+        writeln!(f, "x_forwarded_host = {}", w.x_forwarded_host)?;
+        writeln!(f, "x_forwarded_port = {}", w.x_forwarded_port)?;
+        writeln!(f, "x_real_ip = {}", w.x_real_ip)?;
+        writeln!(f, "forwarded = {}", w.forwarded)?;
+        let c = &self.cookies;
+        writeln!(f, "\n[cookies]")?;
+        writeln!(f, "secure = {}", c.secure)?;
+        writeln!(f, "http_only = {}", c.http_only)?;
+        writeln!(f, "same_site = \"{}\"", format!("{:?}", c.same_site).to_lowercase())?;
+        writeln!(f, "http_only_except = {}", list(&c.http_only_except))?;
+        writeln!(f, "\n[redirects]")?;
+        writeln!(f, "rewrite_location = {}", self.redirects.rewrite_location)?;
+        writeln!(f, "\n[log]")?;
+        writeln!(f, "level = \"{}\"", format!("{:?}", self.log.level).to_lowercase())?;
+        let m = &self.limits;
+        writeln!(f, "\n[limits]")?;
+        writeln!(f, "handshake_timeout = \"{}\"", dur(m.handshake_timeout))?;
+        writeln!(f, "header_read_timeout = \"{}\"", dur(m.header_read_timeout))?;
+        write!(f, "shutdown_timeout = \"{}\"", dur(m.shutdown_timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "test.toml")
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.https, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(c.listen.http, None);
+        assert_eq!(c.upstream.url.to_string(), "http://127.0.0.1:8000");
+        assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.upstream.response_timeout, Duration::from_secs(60));
+        assert!(c.cookies.secure && c.cookies.http_only);
+        assert_eq!(c.cookies.same_site, SameSite::Keep);
+        assert!(c.forwarded.x_forwarded_for && !c.forwarded.forwarded && !c.forwarded.x_real_ip);
+        assert_eq!(c.tls.min_version, TlsVersion::Tls12);
+        assert!(c.uses_dev_cert());
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse(
+            r#"
+[listen]
+https = "127.0.0.1:9443"
+http = "127.0.0.1:9080"
+https_public_port = 443
+[tls]
+min_version = "1.3"
+self_signed_hosts = ["example.test"]
+[upstream]
+url = "http://localhost:5000/"
+connect_timeout = "250ms"
+response_timeout = "2m"
+[forwarded]
+trusted_proxies = ["10.0.0.0/8", "::1/128"]
+forwarded = true
+[cookies]
+same_site = "lax"
+http_only_except = ["csrftoken"]
+[redirects]
+rewrite_location = false
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.http, Some("127.0.0.1:9080".parse().unwrap()));
+        assert_eq!(c.public_https_port(), 443);
+        assert_eq!(c.tls.min_version, TlsVersion::Tls13);
+        assert_eq!(c.upstream.url.authority.as_str(), "localhost:5000");
+        assert_eq!(c.upstream.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.upstream.response_timeout, Duration::from_secs(120));
+        assert_eq!(c.forwarded.trusted_proxies.len(), 2);
+        assert_eq!(c.cookies.same_site, SameSite::Lax);
+        assert!(!c.redirects.rewrite_location);
+    }
+
+    #[test]
+    fn unknown_key_has_position_and_suggestion() {
+        let e = parse("[listen]\nhtps = \"0.0.0.0:1\"\n").unwrap_err();
+        assert_eq!(e.position, Some((2, 1)));
+        assert_eq!(e.key.as_deref(), Some("listen.htps"));
+        assert!(e.message.contains("did you mean `https`"), "{e}");
+        let shown = e.to_string();
+        assert!(shown.contains("test.toml") && shown.contains("line 2, column 1"), "{shown}");
+    }
+
+    #[test]
+    fn unknown_table_is_an_error() {
+        let e = parse("[upstreams]\nurl = \"http://x:1\"\n").unwrap_err();
+        assert!(e.message.contains("did you mean `upstream`"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_expectation() {
+        let e = parse("[upstream]\nconnect_timeout = \"5 parsecs\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("upstream.connect_timeout"));
+        assert_eq!(e.position, Some((2, 19)));
+        assert!(e.message.contains("expected like \"5s\""), "{e}");
+    }
+
+    #[test]
+    fn bad_cidr_is_rejected() {
+        let e = parse("[forwarded]\ntrusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(e.key.as_deref().unwrap().starts_with("forwarded.trusted_proxies"), "{e}");
+        assert_eq!(e.position.map(|p| p.0), Some(2));
+    }
+
+    #[test]
+    fn bad_listen_and_upstream() {
+        let e = parse("[listen]\nhttps = \"8443\"\n").unwrap_err();
+        assert!(e.message.contains("expected IP:PORT"), "{e}");
+        let e = parse("[upstream]\nurl = \"127.0.0.1:8000\"\n").unwrap_err();
+        assert!(e.message.contains("http://"), "{e}");
+        let e = parse("[upstream]\nurl = \"https://app:8000\"\n").unwrap_err();
+        assert!(e.message.contains("not supported"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_lists_choices() {
+        let e = parse("[cookies]\nsame_site = \"sometimes\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("cookies.same_site"));
+        assert!(e.message.contains("keep, lax, strict, none"), "{e}");
+        let e = parse("[tls]\nmin_version = \"1.1\"\n").unwrap_err();
+        assert!(e.message.contains("1.2, 1.3"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_syntax() {
+        let e = parse("[cookies]\nsecure = \"yes\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("cookies.secure"));
+        assert_eq!(e.position, Some((2, 10)));
+        let e = parse("[listen\nhttps = 1").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(1));
+    }
+
+    #[test]
+    fn cert_without_key() {
+        let e = parse("[tls]\ncert = \"a.pem\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls.key"));
+    }
+
+    #[test]
+    fn display_round_trips() {
+        let c = parse("[cookies]\nsame_site = \"strict\"\n[forwarded]\ntrusted_proxies=[\"10.0.0.0/8\"]").unwrap();
+        let again = parse(&c.to_string()).unwrap();
+        assert_eq!(again.cookies.same_site, SameSite::Strict);
+        assert_eq!(again.forwarded.trusted_proxies, c.forwarded.trusted_proxies);
+        assert_eq!(again.to_string(), c.to_string());
+    }
+}

@@ -1,0 +1,7 @@
+//! Header policy: pure functions over `http` types. No I/O, no clocks, no
+//! globals, so that unit tests and fuzzers can drive them directly.
+
+pub mod cookies;
+pub mod forwarded;
+pub mod hop;
+pub mod redirects;

@@ -1,0 +1,292 @@
+//! TLS: rustls server configuration from PEM files, and development
+//! certificates (a local CA plus a leaf it signs) made with rcgen.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+use crate::config::TlsVersion;
+
+/// A certificate or key that cannot be used, naming the file.
+#[derive(Debug)]
+pub struct TlsError {
+    /// The file involved.
+    pub path: PathBuf,
+    /// What went wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+fn err(path: &Path, message: impl Into<String>) -> TlsError {
+    TlsError {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// ALPN protocols offered, in preference order.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Builds the server configuration from a PEM chain and a PEM key.
+pub fn server_config(cert: &Path, key: &Path, min_version: TlsVersion) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = read_chain(cert)?;
+    let key_der = read_key(key)?;
+    let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let mut config = ServerConfig::builder_with_protocol_versions(versions)
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            err(
+                key,
+                format!(
+                    "cannot be used with the certificate {} ({e}); expected the private key that belongs to the first certificate of the chain",
+                    cert.display()
+                ),
+            )
+        })?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // Resumption by ticket as well as by the default in-memory session cache.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| err(cert, format!("session tickets: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = fs::read(path).map_err(|e| err(path, format!("cannot read the certificate file: {e}")))?;
+    let chain = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(path, format!("is not a valid PEM certificate chain ({e})")))?;
+    if chain.is_empty() {
+        return Err(err(
+            path,
+            "contains no certificate; expected a PEM file with \"-----BEGIN CERTIFICATE-----\" blocks, the server certificate first",
+        ));
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = fs::read(path).map_err(|e| err(path, format!("cannot read the private key file: {e}")))?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => err(
+            path,
+            "contains no private key; expected a PEM \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\" block",
+        ),
+        other => err(path, format!("is not a valid PEM private key ({other})")),
+    })
+}
+
+/// Where development certificates are, after [`ensure_dev_certs`] or [`generate_dev_certs`].
+#[derive(Debug, Clone)]
+pub struct DevCerts {
+    /// The CA certificate a client must trust.
+    pub ca: PathBuf,
+    /// The leaf certificate chain.
+    pub cert: PathBuf,
+    /// The leaf private key.
+    pub key: PathBuf,
+    /// Whether the CA already existed.
+    pub ca_reused: bool,
+    /// Whether the leaf was made now (false: an existing one is reused).
+    pub leaf_generated: bool,
+}
+
+impl DevCerts {
+    fn in_dir(dir: &Path) -> DevCerts {
+        DevCerts {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            ca_reused: false,
+            leaf_generated: false,
+        }
+    }
+}
+
+/// Reuses `cert.pem`/`key.pem` in `dir` when they exist and load; otherwise
+/// generates them (and the CA when absent).
+pub fn ensure_dev_certs(dir: &Path, hosts: &[String], min_version: TlsVersion) -> Result<DevCerts, TlsError> {
+    let mut found = DevCerts::in_dir(dir);
+    if found.cert.exists() && found.key.exists() && found.ca.exists() && server_config(&found.cert, &found.key, min_version).is_ok() {
+        found.ca_reused = true;
+        return Ok(found);
+    }
+    generate_dev_certs(dir, hosts)
+}
+
+/// Writes a development CA (reused when `ca.pem` + `ca-key.pem` exist) and a
+/// leaf certificate for `hosts` signed by it. Key files get mode 0600.
+pub fn generate_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError> {
+    fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create the directory: {e}")))?;
+    let mut out = DevCerts::in_dir(dir);
+    let ca_key_path = dir.join("ca-key.pem");
+
+    let (ca_cert, ca_key) = if out.ca.exists() && ca_key_path.exists() {
+        let key_pem =
+            fs::read_to_string(&ca_key_path).map_err(|e| err(&ca_key_path, format!("cannot read the CA key: {e}")))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| err(&ca_key_path, format!("is not a usable CA key ({e})")))?;
+        let cert_pem = fs::read_to_string(&out.ca).map_err(|e| err(&out.ca, format!("cannot read the CA: {e}")))?;
+        let params = CertificateParams::from_ca_cert_pem(&cert_pem)
+            .map_err(|e| err(&out.ca, format!("is not a usable CA certificate ({e})")))?;
+        // Re-signing the parsed CA gives an issuer with the same name and key,
+        // so the leaf chains to the ca.pem the user already trusts.
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| err(&out.ca, format!("does not match {} ({e})", ca_key_path.display())))?;
+        out.ca_reused = true;
+        (cert, key)
+    } else {
+        let key = KeyPair::generate().map_err(|e| err(dir, format!("cannot generate a key: {e}")))?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(dir, e.to_string()))?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "tlsfront development CA");
+        dn.push(DnType::OrganizationName, "tlsfront");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let (start, end) = validity(3650);
+        params.not_before = start;
+        params.not_after = end;
+        let cert = params.self_signed(&key).map_err(|e| err(dir, format!("cannot sign the CA: {e}")))?;
+        write_file(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
+        write_file(&out.ca, cert.pem().as_bytes(), false)?;
+        (cert, key)
+    };
+
+    let leaf_key = KeyPair::generate().map_err(|e| err(dir, format!("cannot generate a key: {e}")))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(dir, e.to_string()))?;
+    params.subject_alt_names = hosts
+        .iter()
+        .map(|h| {
+            let h = h.trim().trim_start_matches('[').trim_end_matches(']');
+            match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => h
+                    .to_string()
+                    .try_into()
+                    .map(SanType::DnsName)
+                    .map_err(|_| err(dir, format!("{h:?} is not a valid host name"))),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, hosts.first().map(String::as_str).unwrap_or("localhost"));
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    // Browsers reject leaf certificates valid for more than 398 days.
+    let (start, end) = validity(397);
+    params.not_before = start;
+    params.not_after = end;
+    let leaf = params
+        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .map_err(|e| err(dir, format!("cannot sign the certificate: {e}")))?;
+    let mut chain = leaf.pem();
+    chain.push_str(&ca_cert.pem());
+    write_file(&out.key, leaf_key.serialize_pem().as_bytes(), true)?;
+    write_file(&out.cert, chain.as_bytes(), false)?;
+    out.leaf_generated = true;
+    Ok(out)
+}
+
+/// From yesterday (clock skew) to `days` from now.
+fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let now = time::OffsetDateTime::now_utc();
+    (now - time::Duration::days(1), now + time::Duration::days(days))
+}
+
+fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), TlsError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(path).map_err(|e| err(path, format!("cannot write: {e}")))?;
+    #[cfg(unix)]
+    if secret {
+        // `mode` only applies to new files: an existing key file is tightened too.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| err(path, format!("cannot chmod 0600: {e}")))?;
+    }
+    file.write_all(contents).map_err(|e| err(path, format!("cannot write: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts() -> Vec<String> {
+        vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+    }
+
+    #[test]
+    fn generates_loads_and_reuses_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = generate_dev_certs(dir.path(), &hosts()).unwrap();
+        assert!(!first.ca_reused);
+        server_config(&first.cert, &first.key, TlsVersion::Tls12).unwrap();
+        let ca_before = fs::read(&first.ca).unwrap();
+        let leaf_before = fs::read(&first.cert).unwrap();
+        let second = generate_dev_certs(dir.path(), &["example.test".into()]).unwrap();
+        assert!(second.ca_reused);
+        assert_eq!(fs::read(&second.ca).unwrap(), ca_before, "the CA must not change");
+        assert_ne!(fs::read(&second.cert).unwrap(), leaf_before);
+        server_config(&second.cert, &second.key, TlsVersion::Tls13).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for f in ["key.pem", "ca-key.pem"] {
+                let mode = fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{f}");
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_key_is_named() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let ca = generate_dev_certs(a.path(), &hosts()).unwrap();
+        let cb = generate_dev_certs(b.path(), &hosts()).unwrap();
+        let e = server_config(&ca.cert, &cb.key, TlsVersion::Tls12).unwrap_err();
+        assert_eq!(e.path, cb.key);
+        assert!(e.message.contains("belongs to"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_and_garbage_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.pem");
+        let e = server_config(&missing, &missing, TlsVersion::Tls12).unwrap_err();
+        assert!(e.to_string().contains("nope.pem") && e.message.contains("cannot read"), "{e}");
+        let junk = dir.path().join("junk.pem");
+        fs::write(&junk, "hello").unwrap();
+        let e = server_config(&junk, &junk, TlsVersion::Tls12).unwrap_err();
+        assert!(e.message.contains("no certificate"), "{e}");
+        let certs = generate_dev_certs(dir.path(), &hosts()).unwrap();
+        let e = server_config(&certs.cert, &junk, TlsVersion::Tls12).unwrap_err();
+        assert!(e.message.contains("no private key"), "{e}");
+    }
+}

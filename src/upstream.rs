@@ -1,0 +1,118 @@
+//! The pooled HTTP/1.1 client to the app.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config;
+
+/// Any error a body can produce.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type on both sides of the proxy: streamed, never buffered whole.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Why the app did not answer.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// The TCP connection could not be made (refused, unreachable, connect timeout).
+    Connect(String),
+    /// No response headers within `response_timeout`.
+    Timeout(Duration),
+    /// The connection broke or the app sent something that is not HTTP.
+    Protocol(String),
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Connect(e) => write!(f, "cannot connect: {e}"),
+            UpstreamError::Timeout(d) => {
+                write!(f, "no response headers within {}", humantime::format_duration(*d))
+            }
+            UpstreamError::Protocol(e) => write!(f, "bad response: {e}"),
+        }
+    }
+}
+
+/// The app behind the proxy, reached over a keep-alive connection pool.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, ProxyBody>,
+    scheme: Scheme,
+    authority: Authority,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds the pool. Connections are made lazily, on the first request.
+    pub fn new(cfg: &config::Upstream) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle)
+            // A request that never reached a pooled connection the app had
+            // closed is retried on a fresh one: nothing was sent, so it is safe.
+            .retry_canceled_requests(true)
+            .set_host(false)
+            .build(connector);
+        Upstream {
+            client,
+            scheme: cfg.url.scheme.clone(),
+            authority: cfg.url.authority.clone(),
+            response_timeout: cfg.response_timeout,
+        }
+    }
+
+    /// The app's own `host:port`.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The absolute URI the pool needs to pick a connection; hyper sends
+    /// only the path and query on the wire.
+    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        Uri::from_parts(parts).expect("scheme, authority and path are all set")
+    }
+
+    /// Sends a request and waits for the response head, within `response_timeout`.
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Protocol(error_chain(&e))),
+        }
+    }
+}
+
+/// "a: b: c" from an error and its sources, for one readable log line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
