@@ -1,0 +1,222 @@
+//! Shared pieces of the black-box tests: the real `tlsfront` binary on an
+//! ephemeral port, a real upstream on loopback, and a real TLS client that
+//! trusts the generated development CA.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// A running `tlsfront run` process. Killed on drop.
+pub struct Proxy {
+    child: Child,
+    /// The https port it bound.
+    pub port: u16,
+    /// Its working directory (holds `certs/` and the config).
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proxy {
+    /// Starts the binary with `config_toml` in front of `upstream`.
+    pub fn start(config_toml: &str, upstream: SocketAddr) -> Proxy {
+        Self::start_with_args(config_toml, &["--upstream", &format!("http://{upstream}")])
+    }
+
+    /// Starts the binary with a config file and extra arguments.
+    pub fn start_with_args(config_toml: &str, extra: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tlsfront.toml");
+        std::fs::write(&config, config_toml).unwrap();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "-c".into(),
+            config.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tlsfront"))
+            .args(&args)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tlsfront");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut sent = false;
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if !sent {
+                        if let Some(rest) = line.split("listening on https://127.0.0.1:").nth(1) {
+                            let port: u16 = rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+                            let _ = tx.send(port);
+                            sent = true;
+                        }
+                    }
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let port = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("tlsfront did not report its port; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Proxy { child, port, dir, log }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The development CA it generated.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+
+    /// `https://localhost:<port>`
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "tlsfront did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kill -SIG pid` without a libc dependency in the tests.
+pub fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// A TLS connector trusting `ca` and offering `alpn`.
+pub fn connector(ca: &Path, alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A TLS stream to the proxy, verified for `localhost`.
+pub async fn tls_stream(proxy: &Proxy, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
+    connector(&proxy.ca(), alpn)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the dev certificate")
+}
+
+/// A client over one connection, HTTP/1.1 or HTTP/2.
+pub enum Client {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Client {
+    /// Connects with HTTP/1.1 (ALPN http/1.1) or HTTP/2 (ALPN h2).
+    pub async fn connect(proxy: &Proxy, h2: bool) -> Client {
+        let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+        let io = TokioIo::new(tls_stream(proxy, alpn).await);
+        if h2 {
+            let (send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+            tokio::spawn(conn);
+            Client::H2(send)
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            Client::H1(send)
+        }
+    }
+
+    /// Sends a request and returns the response head and its streamed body.
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming> {
+        match self {
+            Client::H1(s) => s.send_request(req).await.unwrap(),
+            Client::H2(s) => s.send_request(req).await.unwrap(),
+        }
+    }
+
+    /// Sends and collects the whole body as text.
+    pub async fn text(&mut self, req: Request<Full<Bytes>>) -> (http::response::Parts, String) {
+        let resp = self.send(req).await;
+        let (parts, body) = resp.into_parts();
+        let bytes = tokio::time::timeout(Duration::from_secs(20), body.collect())
+            .await
+            .expect("body within 20 s")
+            .unwrap()
+            .to_bytes();
+        (parts, String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+/// A GET with the Host the browser would send (HTTP/1.1) or the authority (HTTP/2).
+pub fn get(proxy: &Proxy, path: &str, h2: bool) -> http::request::Builder {
+    if h2 {
+        Request::get(format!("https://localhost:{}{path}", proxy.port))
+    } else {
+        Request::get(path).header("host", format!("localhost:{}", proxy.port))
+    }
+}
+
+/// The lines `name: value` of an echoed request, as (name, value) pairs.
+pub fn echoed_headers(body: &str) -> Vec<(String, String)> {
+    body.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// All values of a header in an echoed request.
+pub fn echoed<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+}
+
+pub mod upstream;
