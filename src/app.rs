@@ -78,10 +78,12 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Source), ConfigError>
         message,
     };
     if let Some(listen) = &args.listen {
-        config.listen.https = config::parse_socket_addr(listen).map_err(|m| flag_error("--listen", m))?;
+        config.listen.https =
+            config::parse_socket_addr(listen).map_err(|m| flag_error("--listen", m))?;
     }
     if let Some(upstream) = &args.upstream {
-        config.upstream.url = UpstreamUrl::parse(upstream.trim()).map_err(|m| flag_error("--upstream", m))?;
+        config.upstream.url =
+            UpstreamUrl::parse(upstream.trim()).map_err(|m| flag_error("--upstream", m))?;
     }
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         config.tls.cert = Some(cert.clone());
@@ -100,7 +102,9 @@ fn run(args: RunArgs) -> Result<(), AppError> {
         .enable_all()
         .build()
         .map_err(|e| AppError::Runtime(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(server::run(config, tls)).map_err(AppError::Server)
+    runtime
+        .block_on(server::run(config, tls))
+        .map_err(AppError::Server)
 }
 
 /// Loads the configured certificate, or reuses / generates the development one.
@@ -112,9 +116,17 @@ fn prepare_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, TlsError> {
             Ok(tls)
         }
         _ => {
-            let dev = tls::ensure_dev_certs(&config.tls.self_signed_dir, &config.tls.self_signed_hosts, config.tls.min_version)?;
+            let dev = tls::ensure_dev_certs(
+                &config.tls.self_signed_dir,
+                &config.tls.self_signed_hosts,
+                config.tls.min_version,
+            )?;
             let tls = tls::server_config(&dev.cert, &dev.key, config.tls.min_version)?;
-            let verb = if dev.leaf_generated { "generated" } else { "reusing" };
+            let verb = if dev.leaf_generated {
+                "generated"
+            } else {
+                "reusing"
+            };
             tracing::info!(
                 "{verb} development certificate {} for {}, signed by the development CA {}; trust it with: curl --cacert {} https://localhost:{}/",
                 dev.cert.display(),
@@ -157,9 +169,16 @@ fn cert(args: CertArgs) -> Result<(), AppError> {
     let dev = tls::generate_dev_certs(&args.out, &hosts)?;
     let ca_state = if dev.ca_reused { "reused" } else { "created" };
     println!("development CA ({ca_state}): {}", dev.ca.display());
-    println!("certificate for {}: {}", hosts.join(", "), dev.cert.display());
+    println!(
+        "certificate for {}: {}",
+        hosts.join(", "),
+        dev.cert.display()
+    );
     println!("private key (mode 0600): {}", dev.key.display());
-    println!("trust the CA, e.g.: curl --cacert {} https://localhost:8443/", dev.ca.display());
+    println!(
+        "trust the CA, e.g.: curl --cacert {} https://localhost:8443/",
+        dev.ca.display()
+    );
     Ok(())
 }
 

@@ -35,7 +35,7 @@ impl fmt::Display for Source {
 }
 
 /// The validated configuration of a running proxy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Listeners.
@@ -131,9 +131,9 @@ pub struct UpstreamUrl {
 impl UpstreamUrl {
     /// Parses and validates `http://host[:port][/]`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let uri: Uri = s
-            .parse()
-            .map_err(|e| format!("invalid URL {s:?} ({e}); expected like \"http://127.0.0.1:8000\""))?;
+        let uri: Uri = s.parse().map_err(|e| {
+            format!("invalid URL {s:?} ({e}); expected like \"http://127.0.0.1:8000\"")
+        })?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => {
@@ -152,7 +152,9 @@ impl UpstreamUrl {
             .cloned()
             .ok_or_else(|| format!("{s:?} has no host; expected like \"http://127.0.0.1:8000\""))?;
         if authority.as_str().contains('@') {
-            return Err(format!("{s:?}: user info in the upstream URL is not supported"));
+            return Err(format!(
+                "{s:?}: user info in the upstream URL is not supported"
+            ));
         }
         if let Some(pq) = uri.path_and_query() {
             if pq.as_str() != "/" && !pq.as_str().is_empty() {
@@ -302,7 +304,8 @@ impl Default for Tls {
 impl Default for Upstream {
     fn default() -> Self {
         Upstream {
-            url: UpstreamUrl::parse("http://127.0.0.1:8000").expect("the default upstream is valid"),
+            url: UpstreamUrl::parse("http://127.0.0.1:8000")
+                .expect("the default upstream is valid"),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(60),
@@ -358,21 +361,6 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: Listen::default(),
-            tls: Tls::default(),
-            upstream: Upstream::default(),
-            forwarded: Forwarded::default(),
-            cookies: Cookies::default(),
-            redirects: Redirects::default(),
-            log: Log::default(),
-            limits: Limits::default(),
         }
     }
 }
@@ -463,7 +451,8 @@ impl Config {
         if self.tls.cert.is_none() && self.tls.self_signed_hosts.is_empty() {
             return Err(err(
                 "tls.self_signed_hosts",
-                "no host names for the development certificate; expected e.g. [\"localhost\"]".into(),
+                "no host names for the development certificate; expected e.g. [\"localhost\"]"
+                    .into(),
             ));
         }
         for name in &self.tls.self_signed_hosts {
@@ -483,7 +472,11 @@ impl Config {
             }
         }
         for name in &self.cookies.http_only_except {
-            if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == b'=' || b == b';' || b >= 0x7f) {
+            if name.is_empty()
+                || name
+                    .bytes()
+                    .any(|b| b <= b' ' || b == b'=' || b == b';' || b >= 0x7f)
+            {
                 return Err(err(
                     "cookies.http_only_except",
                     format!("{name:?} is not a cookie name"),
@@ -491,10 +484,7 @@ impl Config {
             }
         }
         if self.upstream.connect_timeout.is_zero() || self.upstream.response_timeout.is_zero() {
-            return Err(err(
-                "upstream",
-                "timeouts must be greater than zero".into(),
-            ));
+            return Err(err("upstream", "timeouts must be greater than zero".into()));
         }
         Ok(())
     }
@@ -535,8 +525,14 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, Source), ConfigError> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let col = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (line, col)
 }
 
@@ -574,11 +570,22 @@ fn explain_toml_error(path: &str, message: &str) -> (Option<String>, String) {
             let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
             return (
                 path,
-                format!("{value:?} is not allowed; expected one of {}", known.join(", ")),
+                format!(
+                    "{value:?} is not allowed; expected one of {}",
+                    known.join(", ")
+                ),
             );
         }
     }
-    (path, message.to_string())
+    (
+        path,
+        message
+            .split('\n')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -644,8 +651,9 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 /// Parses a human duration such as `5s`, `250ms` or `1m 30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration ({e}); expected like \"5s\", \"250ms\" or \"2m\""))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("{s:?} is not a duration ({e}); expected like \"5s\", \"250ms\" or \"2m\"")
+    })
 }
 
 fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
@@ -657,10 +665,15 @@ impl fmt::Display for Config {
     /// The effective settings, as TOML a person could paste back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn path(p: &Option<PathBuf>) -> String {
-            p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
         }
         fn list<T: fmt::Display>(items: &[T]) -> String {
-            let quoted: Vec<String> = items.iter().map(|i| format!("{:?}", i.to_string())).collect();
+            let quoted: Vec<String> = items
+                .iter()
+                .map(|i| format!("{:?}", i.to_string()))
+                .collect();
             format!("[{}]", quoted.join(", "))
         }
         fn dur(d: Duration) -> String {
@@ -669,13 +682,21 @@ impl fmt::Display for Config {
         let l = &self.listen;
         writeln!(f, "[listen]")?;
         writeln!(f, "https = \"{}\"", l.https)?;
-        writeln!(f, "http = \"{}\"", l.http.map(|a| a.to_string()).unwrap_or_default())?;
+        writeln!(
+            f,
+            "http = \"{}\"",
+            l.http.map(|a| a.to_string()).unwrap_or_default()
+        )?;
         writeln!(f, "https_public_port = {}", l.https_public_port)?;
         let t = &self.tls;
         writeln!(f, "\n[tls]")?;
         writeln!(f, "cert = {:?}", path(&t.cert))?;
         writeln!(f, "key = {:?}", path(&t.key))?;
-        writeln!(f, "self_signed_dir = {:?}", t.self_signed_dir.display().to_string())?;
+        writeln!(
+            f,
+            "self_signed_dir = {:?}",
+            t.self_signed_dir.display().to_string()
+        )?;
         writeln!(f, "self_signed_hosts = {}", list(&t.self_signed_hosts))?;
         writeln!(
             f,
@@ -705,16 +726,28 @@ impl fmt::Display for Config {
         writeln!(f, "\n[cookies]")?;
         writeln!(f, "secure = {}", c.secure)?;
         writeln!(f, "http_only = {}", c.http_only)?;
-        writeln!(f, "same_site = \"{}\"", format!("{:?}", c.same_site).to_lowercase())?;
+        writeln!(
+            f,
+            "same_site = \"{}\"",
+            format!("{:?}", c.same_site).to_lowercase()
+        )?;
         writeln!(f, "http_only_except = {}", list(&c.http_only_except))?;
         writeln!(f, "\n[redirects]")?;
         writeln!(f, "rewrite_location = {}", self.redirects.rewrite_location)?;
         writeln!(f, "\n[log]")?;
-        writeln!(f, "level = \"{}\"", format!("{:?}", self.log.level).to_lowercase())?;
+        writeln!(
+            f,
+            "level = \"{}\"",
+            format!("{:?}", self.log.level).to_lowercase()
+        )?;
         let m = &self.limits;
         writeln!(f, "\n[limits]")?;
         writeln!(f, "handshake_timeout = \"{}\"", dur(m.handshake_timeout))?;
-        writeln!(f, "header_read_timeout = \"{}\"", dur(m.header_read_timeout))?;
+        writeln!(
+            f,
+            "header_read_timeout = \"{}\"",
+            dur(m.header_read_timeout)
+        )?;
         write!(f, "shutdown_timeout = \"{}\"", dur(m.shutdown_timeout))
     }
 }
@@ -786,7 +819,10 @@ rewrite_location = false
         assert_eq!(e.key.as_deref(), Some("listen.htps"));
         assert!(e.message.contains("did you mean `https`"), "{e}");
         let shown = e.to_string();
-        assert!(shown.contains("test.toml") && shown.contains("line 2, column 1"), "{shown}");
+        assert!(
+            shown.contains("test.toml") && shown.contains("line 2, column 1"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -806,7 +842,13 @@ rewrite_location = false
     #[test]
     fn bad_cidr_is_rejected() {
         let e = parse("[forwarded]\ntrusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
-        assert!(e.key.as_deref().unwrap().starts_with("forwarded.trusted_proxies"), "{e}");
+        assert!(
+            e.key
+                .as_deref()
+                .unwrap()
+                .starts_with("forwarded.trusted_proxies"),
+            "{e}"
+        );
         assert_eq!(e.position.map(|p| p.0), Some(2));
     }
 
@@ -844,9 +886,48 @@ rewrite_location = false
         assert_eq!(e.key.as_deref(), Some("tls.key"));
     }
 
+    /// The shipped file documents every key with its default: uncommenting
+    /// all of them must parse and change nothing.
+    #[test]
+    fn shipped_config_documents_the_defaults() {
+        let shipped = include_str!("../config/tlsfront.toml");
+        assert_eq!(
+            parse(shipped).unwrap().to_string(),
+            Config::default().to_string()
+        );
+        let uncommented: String = shipped
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed = parse(&uncommented).unwrap();
+        assert_eq!(parsed.to_string(), Config::default().to_string());
+        // Every key of the effective settings is documented.
+        for line in Config::default().to_string().lines() {
+            if let Some((key, _)) = line.split_once(" = ") {
+                assert!(
+                    uncommented.contains(&format!("\n{key} = ")),
+                    "{key} is not documented"
+                );
+            }
+        }
+    }
+
     #[test]
     fn display_round_trips() {
-        let c = parse("[cookies]\nsame_site = \"strict\"\n[forwarded]\ntrusted_proxies=[\"10.0.0.0/8\"]").unwrap();
+        let c = parse(
+            "[cookies]\nsame_site = \"strict\"\n[forwarded]\ntrusted_proxies=[\"10.0.0.0/8\"]",
+        )
+        .unwrap();
         let again = parse(&c.to_string()).unwrap();
         assert_eq!(again.cookies.same_site, SameSite::Strict);
         assert_eq!(again.forwarded.trusted_proxies, c.forwarded.trusted_proxies);

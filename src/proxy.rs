@@ -56,9 +56,16 @@ impl Proxy {
             Err(reason) => return error_response(StatusCode::BAD_REQUEST, reason),
         };
         if req.method() == Method::CONNECT {
-            return error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported: tlsfront is not a forward proxy");
+            return error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported: tlsfront is not a forward proxy",
+            );
         }
-        let public_port = if self.public_port != 0 { self.public_port } else { conn.local.port() };
+        let public_port = if self.public_port != 0 {
+            self.public_port
+        } else {
+            conn.local.port()
+        };
 
         // 2. Request policy.
         let (mut head, body) = req.into_parts();
@@ -91,7 +98,9 @@ impl Proxy {
             Err(e) => {
                 let status = match e {
                     UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                    UpstreamError::Connect(_) | UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
+                    UpstreamError::Connect(_) | UpstreamError::Protocol(_) => {
+                        StatusCode::BAD_GATEWAY
+                    }
                 };
                 tracing::warn!(
                     client = %client.client_ip,
@@ -125,7 +134,11 @@ impl Proxy {
                     },
                 );
                 for r in rewrites {
-                    tracing::debug!(header = r.header, from = r.from, "rewrote a URL that pointed at the upstream or at http://");
+                    tracing::debug!(
+                        header = r.header,
+                        from = r.from,
+                        "rewrote a URL that pointed at the upstream or at http://"
+                    );
                 }
             }
         }
@@ -196,10 +209,16 @@ pub fn error_response(status: StatusCode, text: &str) -> Response<ProxyBody> {
     if !body.ends_with('\n') {
         body.push('\n');
     }
-    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -209,13 +228,23 @@ mod tests {
 
     #[test]
     fn host_selection() {
-        let r = Request::get("/x").header(HOST, "a.example:8443").body(()).unwrap();
+        let r = Request::get("/x")
+            .header(HOST, "a.example:8443")
+            .body(())
+            .unwrap();
         assert_eq!(request_host(&r).unwrap(), "a.example:8443");
-        let r = Request::get("http://b.example/x").header(HOST, "a.example").body(()).unwrap();
+        let r = Request::get("http://b.example/x")
+            .header(HOST, "a.example")
+            .body(())
+            .unwrap();
         assert_eq!(request_host(&r).unwrap(), "b.example");
         let r = Request::get("/x").body(()).unwrap();
         assert!(request_host(&r).is_err());
-        let r = Request::get("/x").header(HOST, "a").header(HOST, "b").body(()).unwrap();
+        let r = Request::get("/x")
+            .header(HOST, "a")
+            .header(HOST, "b")
+            .body(())
+            .unwrap();
         assert!(request_host(&r).is_err());
         let r = Request::get("/x").header(HOST, "a b").body(()).unwrap();
         assert!(request_host(&r).is_err());

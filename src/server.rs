@@ -50,11 +50,16 @@ struct Shared {
 pub async fn run(config: Config, tls: Arc<ServerConfig>) -> Result<(), ServerError> {
     let https = bind(config.listen.https, "listen.https").await?;
     let https_addr = https.local_addr().map_err(|e| ServerError(e.to_string()))?;
-    tracing::info!("listening on https://{https_addr} (HTTP/1.1 and HTTP/2), forwarding to {}", config.upstream.url);
+    tracing::info!(
+        "listening on https://{https_addr} (HTTP/1.1 and HTTP/2), forwarding to {}",
+        config.upstream.url
+    );
     let http = match config.listen.http {
         Some(addr) => {
             let listener = bind(addr, "listen.http").await?;
-            let addr = listener.local_addr().map_err(|e| ServerError(e.to_string()))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| ServerError(e.to_string()))?;
             tracing::info!("listening on http://{addr} (redirects to https)");
             Some(listener)
         }
@@ -70,7 +75,10 @@ pub async fn run(config: Config, tls: Arc<ServerConfig>) -> Result<(), ServerErr
         .timer(TokioTimer::new())
         .header_read_timeout(config.limits.header_read_timeout)
         .keep_alive(true);
-    http_builder.http2().timer(TokioTimer::new()).max_concurrent_streams(250);
+    http_builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(250);
     let shared = Arc::new(Shared {
         proxy: Proxy::new(&config),
         acceptor: TlsAcceptor::from(tls),
@@ -87,9 +95,20 @@ pub async fn run(config: Config, tls: Arc<ServerConfig>) -> Result<(), ServerErr
             },
             header_read_timeout: config.limits.header_read_timeout,
         };
-        tracker.spawn(accept_plain(listener, redirect, shutdown_rx.clone(), tracker.clone()));
+        tracker.spawn(accept_plain(
+            listener,
+            redirect,
+            shutdown_rx.clone(),
+            tracker.clone(),
+        ));
     }
-    tracker.spawn(accept_tls(https, https_addr, shared, shutdown_rx, tracker.clone()));
+    tracker.spawn(accept_tls(
+        https,
+        https_addr,
+        shared,
+        shutdown_rx,
+        tracker.clone(),
+    ));
 
     wait_for_signal().await;
     tracing::info!(
@@ -98,7 +117,10 @@ pub async fn run(config: Config, tls: Arc<ServerConfig>) -> Result<(), ServerErr
     );
     let _ = shutdown_tx.send(true);
     tracker.close();
-    if tokio::time::timeout(config.limits.shutdown_timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(config.limits.shutdown_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown_timeout reached with connections still open; closing them");
     }
     tracing::info!("stopped");
@@ -115,7 +137,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
@@ -154,7 +179,12 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-async fn serve_tls(stream: TcpStream, conn: Connection, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_tls(
+    stream: TcpStream,
+    conn: Connection,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     // A TLS connection starts with a handshake record (0x16); anything else is
     // most likely plain HTTP sent to the https port, which deserves an answer.
@@ -164,7 +194,9 @@ async fn serve_tls(stream: TcpStream, conn: Connection, shared: Arc<Shared>, mut
         Ok(Ok(1)) => return answer_plain_http_on_tls_port(stream, conn.local).await,
         _ => return,
     }
-    let tls = match tokio::time::timeout(shared.handshake_timeout, shared.acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout(shared.handshake_timeout, shared.acceptor.accept(stream))
+        .await
+    {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(peer = %conn.peer, "TLS handshake failed: {e}");
@@ -184,7 +216,9 @@ async fn serve_tls(stream: TcpStream, conn: Connection, shared: Arc<Shared>, mut
             async move { Ok::<_, Infallible>(shared.proxy.handle(req, &conn).await) }
         })
     };
-    let connection = shared.http.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    let connection = shared
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(connection);
     tokio::select! {
         res = connection.as_mut() => {
@@ -211,7 +245,9 @@ async fn answer_plain_http_on_tls_port(mut stream: TcpStream, local: SocketAddr)
         .lines()
         .find_map(|l| {
             let (name, value) = l.split_once(':')?;
-            name.trim().eq_ignore_ascii_case("host").then(|| value.trim().to_string())
+            name.trim()
+                .eq_ignore_ascii_case("host")
+                .then(|| value.trim().to_string())
         })
         .filter(|h| h.parse::<http::uri::Authority>().is_ok())
         .unwrap_or_else(|| format!("localhost:{}", local.port()));
@@ -222,7 +258,11 @@ async fn answer_plain_http_on_tls_port(mut stream: TcpStream, local: SocketAddr)
         "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(response.as_bytes())).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        stream.write_all(response.as_bytes()),
+    )
+    .await;
     let _ = stream.shutdown().await;
 }
 
@@ -239,9 +279,21 @@ impl RedirectToHttps {
             .uri()
             .authority()
             .map(|a| a.as_str().to_string())
-            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
-        let Some((name, _)) = host.as_deref().and_then(split_host_port).filter(|(n, _)| !n.is_empty()) else {
-            return error_response(StatusCode::BAD_REQUEST, "400 Bad Request: missing or invalid Host header");
+            .or_else(|| {
+                req.headers()
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
+        let Some((name, _)) = host
+            .as_deref()
+            .and_then(split_host_port)
+            .filter(|(n, _)| !n.is_empty())
+        else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: missing or invalid Host header",
+            );
         };
         let port = if self.public_port == 443 {
             String::new()
@@ -251,9 +303,15 @@ impl RedirectToHttps {
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let location = format!("https://{name}{port}{target}");
         let Ok(value) = HeaderValue::from_str(&location) else {
-            return error_response(StatusCode::BAD_REQUEST, "400 Bad Request: invalid request target");
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: invalid request target",
+            );
         };
-        let mut resp = error_response(StatusCode::PERMANENT_REDIRECT, &format!("308 Permanent Redirect: {location}"));
+        let mut resp = error_response(
+            StatusCode::PERMANENT_REDIRECT,
+            &format!("308 Permanent Redirect: {location}"),
+        );
         resp.headers_mut().insert(LOCATION, value);
         resp
     }

@@ -36,7 +36,11 @@ impl fmt::Display for UpstreamError {
         match self {
             UpstreamError::Connect(e) => write!(f, "cannot connect: {e}"),
             UpstreamError::Timeout(d) => {
-                write!(f, "no response headers within {}", humantime::format_duration(*d))
+                write!(
+                    f,
+                    "no response headers within {}",
+                    humantime::format_duration(*d)
+                )
             }
             UpstreamError::Protocol(e) => write!(f, "bad response: {e}"),
         }
@@ -87,7 +91,11 @@ impl Upstream {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        parts.path_and_query = Some(
+            path_and_query
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
         Uri::from_parts(parts).expect("scheme, authority and path are all set")
     }
 

@@ -114,7 +114,11 @@ pub struct ClientView {
 }
 
 /// Rewrites the request's forwarding headers. Returns the client as seen.
-pub fn apply(headers: &mut HeaderMap, policy: &ForwardedPolicy, origin: &RequestOrigin<'_>) -> ClientView {
+pub fn apply(
+    headers: &mut HeaderMap,
+    policy: &ForwardedPolicy,
+    origin: &RequestOrigin<'_>,
+) -> ClientView {
     let peer = origin.peer.to_canonical();
     let trusted = policy.trusted.contains(peer);
     if !trusted {
@@ -143,7 +147,14 @@ pub fn apply(headers: &mut HeaderMap, policy: &ForwardedPolicy, origin: &Request
         .and_then(|h| HeaderValue::from_str(&h).ok());
     let port = first_token(headers, &X_FORWARDED_PORT).and_then(|p| p.parse::<u16>().ok());
     let prior_forwarded = joined(headers, &FORWARDED);
-    for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_FORWARDED_PORT, &X_REAL_IP, &FORWARDED] {
+    for name in [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &X_FORWARDED_PORT,
+        &X_REAL_IP,
+        &FORWARDED,
+    ] {
         headers.remove(name);
     }
     set_all(
@@ -191,7 +202,10 @@ fn set_all(
         );
     }
     if policy.x_forwarded_port {
-        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(port.unwrap_or(origin.public_port)));
+        headers.insert(
+            X_FORWARDED_PORT.clone(),
+            HeaderValue::from(port.unwrap_or(origin.public_port)),
+        );
     }
     if policy.x_real_ip {
         let mut ip = String::with_capacity(40);
@@ -286,7 +300,12 @@ fn parse_chain_entry(s: &str) -> Option<IpAddr> {
         return Some(ip.to_canonical());
     }
     if let Some(rest) = s.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
+        return rest
+            .split_once(']')?
+            .0
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| ip.to_canonical());
     }
     let (ip, _port) = s.rsplit_once(':')?;
     ip.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
@@ -311,13 +330,19 @@ mod tests {
     fn spoofed() -> HeaderMap {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
-        h.append("x-forwarded-for", HeaderValue::from_static("7.7.7.7, 8.8.8.8"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("7.7.7.7, 8.8.8.8"),
+        );
         h.append("x-forwarded-proto", HeaderValue::from_static("http"));
         h.append("x-forwarded-host", HeaderValue::from_static("evil.example"));
         h.append("x-forwarded-port", HeaderValue::from_static("80"));
         h.append("x-forwarded-prefix", HeaderValue::from_static("/evil"));
         h.append("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        h.append("forwarded", HeaderValue::from_static("for=6.6.6.6;proto=http"));
+        h.append(
+            "forwarded",
+            HeaderValue::from_static("for=6.6.6.6;proto=http"),
+        );
         h.append("x-forwarded-ssl", HeaderValue::from_static("off"));
         h
     }
@@ -333,7 +358,11 @@ mod tests {
     #[test]
     fn untrusted_v4_peer_cannot_inject_anything() {
         let mut h = spoofed();
-        let origin = RequestOrigin { peer: "203.0.113.9".parse().unwrap(), host: &HOST, public_port: 8443 };
+        let origin = RequestOrigin {
+            peer: "203.0.113.9".parse().unwrap(),
+            host: &HOST,
+            public_port: 8443,
+        };
         let view = apply(&mut h, &policy(&[], true), &origin);
         assert_eq!(view.client_ip, origin.peer);
         assert!(!view.via_trusted_proxy);
@@ -342,17 +371,27 @@ mod tests {
         assert_eq!(one(&h, "x-forwarded-host"), "app.example:8443");
         assert_eq!(one(&h, "x-forwarded-port"), "8443");
         assert_eq!(one(&h, "x-real-ip"), "203.0.113.9");
-        assert_eq!(one(&h, "forwarded"), "for=203.0.113.9;proto=https;host=\"app.example:8443\"");
+        assert_eq!(
+            one(&h, "forwarded"),
+            "for=203.0.113.9;proto=https;host=\"app.example:8443\""
+        );
         assert!(h.get("x-forwarded-prefix").is_none());
         assert!(h.get("x-forwarded-ssl").is_none());
-        let all: String = h.iter().map(|(_, v)| v.to_str().unwrap().to_string()).collect();
+        let all: String = h
+            .iter()
+            .map(|(_, v)| v.to_str().unwrap().to_string())
+            .collect();
         assert!(!all.contains("6.6.6.6") && !all.contains("evil") && !all.contains("8.8.8.8"));
     }
 
     #[test]
     fn untrusted_v6_peer() {
         let mut h = spoofed();
-        let origin = RequestOrigin { peer: "2001:db8::7".parse().unwrap(), host: &HOST, public_port: 443 };
+        let origin = RequestOrigin {
+            peer: "2001:db8::7".parse().unwrap(),
+            host: &HOST,
+            public_port: 443,
+        };
         apply(&mut h, &policy(&["10.0.0.0/8"], true), &origin);
         assert_eq!(one(&h, "x-forwarded-for"), "2001:db8::7");
         assert_eq!(one(&h, "x-forwarded-port"), "443");
@@ -362,7 +401,11 @@ mod tests {
     #[test]
     fn ipv4_mapped_peer_is_shown_as_ipv4() {
         let mut h = HeaderMap::new();
-        let origin = RequestOrigin { peer: "::ffff:192.0.2.1".parse().unwrap(), host: &HOST, public_port: 8443 };
+        let origin = RequestOrigin {
+            peer: "::ffff:192.0.2.1".parse().unwrap(),
+            host: &HOST,
+            public_port: 8443,
+        };
         let view = apply(&mut h, &policy(&["192.0.2.0/24"], false), &origin);
         assert!(view.via_trusted_proxy);
         assert_eq!(one(&h, "x-forwarded-for"), "192.0.2.1");
@@ -373,10 +416,20 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.4"));
         h.append("x-forwarded-proto", HeaderValue::from_static("https, http"));
-        h.append("x-forwarded-host", HeaderValue::from_static("www.example.com"));
+        h.append(
+            "x-forwarded-host",
+            HeaderValue::from_static("www.example.com"),
+        );
         h.append("x-forwarded-port", HeaderValue::from_static("443"));
-        h.append("forwarded", HeaderValue::from_static("for=198.51.100.4;proto=https"));
-        let origin = RequestOrigin { peer: "10.1.2.3".parse().unwrap(), host: &HOST, public_port: 8443 };
+        h.append(
+            "forwarded",
+            HeaderValue::from_static("for=198.51.100.4;proto=https"),
+        );
+        let origin = RequestOrigin {
+            peer: "10.1.2.3".parse().unwrap(),
+            host: &HOST,
+            public_port: 8443,
+        };
         let view = apply(&mut h, &policy(&["10.0.0.0/8"], true), &origin);
         assert!(view.via_trusted_proxy);
         assert_eq!(view.client_ip, "198.51.100.4".parse::<IpAddr>().unwrap());
@@ -394,7 +447,11 @@ mod tests {
     #[test]
     fn trusted_peer_without_claims_gets_the_truth() {
         let mut h = HeaderMap::new();
-        let origin = RequestOrigin { peer: "::1".parse().unwrap(), host: &HOST, public_port: 9443 };
+        let origin = RequestOrigin {
+            peer: "::1".parse().unwrap(),
+            host: &HOST,
+            public_port: 9443,
+        };
         apply(&mut h, &policy(&["::1/128"], false), &origin);
         assert_eq!(one(&h, "x-forwarded-for"), "::1");
         assert_eq!(one(&h, "x-forwarded-proto"), "https");
@@ -406,7 +463,11 @@ mod tests {
     fn trusted_peer_ws_proto_is_normalised_and_junk_replaced() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", HeaderValue::from_static("wss"));
-        let origin = RequestOrigin { peer: "10.0.0.1".parse().unwrap(), host: &HOST, public_port: 8443 };
+        let origin = RequestOrigin {
+            peer: "10.0.0.1".parse().unwrap(),
+            host: &HOST,
+            public_port: 8443,
+        };
         apply(&mut h, &policy(&["10.0.0.0/8"], false), &origin);
         assert_eq!(one(&h, "x-forwarded-proto"), "https");
         let mut h = HeaderMap::new();
@@ -420,11 +481,23 @@ mod tests {
     #[test]
     fn real_client_skips_trusted_hops_and_stops_at_junk() {
         let t = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
-        assert_eq!(real_client("1.1.1.1, 10.0.0.2, 10.0.0.1", &t), Some("1.1.1.1".parse().unwrap()));
-        assert_eq!(real_client("6.6.6.6, 2.2.2.2, 10.0.0.1", &t), Some("2.2.2.2".parse().unwrap()));
+        assert_eq!(
+            real_client("1.1.1.1, 10.0.0.2, 10.0.0.1", &t),
+            Some("1.1.1.1".parse().unwrap())
+        );
+        assert_eq!(
+            real_client("6.6.6.6, 2.2.2.2, 10.0.0.1", &t),
+            Some("2.2.2.2".parse().unwrap())
+        );
         assert_eq!(real_client("unknown, 10.0.0.1", &t), None);
-        assert_eq!(real_client("[2001:db8::1]:4711, 10.0.0.1", &t), Some("2001:db8::1".parse().unwrap()));
-        assert_eq!(real_client("10.0.0.3, 10.0.0.1", &t), Some("10.0.0.3".parse().unwrap()));
+        assert_eq!(
+            real_client("[2001:db8::1]:4711, 10.0.0.1", &t),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            real_client("10.0.0.3, 10.0.0.1", &t),
+            Some("10.0.0.3".parse().unwrap())
+        );
     }
 
     #[test]
@@ -433,7 +506,11 @@ mod tests {
         let mut p = policy(&[], false);
         p.x_forwarded_for = false;
         p.x_forwarded_host = false;
-        let origin = RequestOrigin { peer: "192.0.2.1".parse().unwrap(), host: &HOST, public_port: 8443 };
+        let origin = RequestOrigin {
+            peer: "192.0.2.1".parse().unwrap(),
+            host: &HOST,
+            public_port: 8443,
+        };
         apply(&mut h, &p, &origin);
         assert!(h.get("x-forwarded-for").is_none());
         assert!(h.get("x-forwarded-host").is_none());

@@ -35,13 +35,19 @@ pub struct Rewrite {
 /// Rewrites the redirect headers of a response in place.
 pub fn rewrite_response(headers: &mut HeaderMap, ctx: &RedirectContext<'_>) -> Vec<Rewrite> {
     let mut done = Vec::new();
-    for (name, label) in [(&LOCATION, "Location"), (&CONTENT_LOCATION, "Content-Location")] {
+    for (name, label) in [
+        (&LOCATION, "Location"),
+        (&CONTENT_LOCATION, "Content-Location"),
+    ] {
         if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
             if let Some(new) = rewrite_url(value, ctx) {
                 let from = value.to_string();
                 if let Ok(v) = HeaderValue::from_str(&new) {
                     headers.insert(name.clone(), v);
-                    done.push(Rewrite { header: label, from });
+                    done.push(Rewrite {
+                        header: label,
+                        from,
+                    });
                 }
             }
         }
@@ -51,7 +57,10 @@ pub fn rewrite_response(headers: &mut HeaderMap, ctx: &RedirectContext<'_>) -> V
             let from = value.to_string();
             if let Ok(v) = HeaderValue::from_str(&new) {
                 headers.insert(REFRESH.clone(), v);
-                done.push(Rewrite { header: "Refresh", from });
+                done.push(Rewrite {
+                    header: "Refresh",
+                    from,
+                });
             }
         }
     }
@@ -78,7 +87,12 @@ pub fn rewrite_refresh(value: &str, ctx: &RedirectContext<'_>) -> Option<String>
     }
     let url = value[start..end].trim_end();
     let new = rewrite_url(url, ctx)?;
-    Some(format!("{}{}{}", &value[..start], new, &value[start + url.len()..]))
+    Some(format!(
+        "{}{}{}",
+        &value[..start],
+        new,
+        &value[start + url.len()..]
+    ))
 }
 
 /// Rewrites one URL; `None` when it must stay as it is.
@@ -120,8 +134,9 @@ pub fn rewrite_url(url: &str, ctx: &RedirectContext<'_>) -> Option<String> {
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()))
-        .then(|| &s[prefix.len()..])
+    (s.len() >= prefix.len()
+        && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()))
+    .then(|| &s[prefix.len()..])
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`. Host keeps brackets.
@@ -145,7 +160,8 @@ pub fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 fn is_loopback_name(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -164,20 +180,44 @@ mod tests {
     fn upstream_address_becomes_public_https() {
         let up: Authority = "127.0.0.1:8000".parse().unwrap();
         let c = ctx(&up, "localhost", 8443);
-        assert_eq!(rewrite_url("http://127.0.0.1:8000/login?next=%2F", &c).unwrap(), "https://localhost:8443/login?next=%2F");
-        assert_eq!(rewrite_url("http://localhost:8000/", &c).unwrap(), "https://localhost:8443/");
-        assert_eq!(rewrite_url("http://[::1]:8000/a#frag", &c).unwrap(), "https://localhost:8443/a#frag");
-        assert_eq!(rewrite_url("HTTP://127.0.0.1:8000", &c).unwrap(), "https://localhost:8443");
-        assert_eq!(rewrite_url("//127.0.0.1:8000/x", &c).unwrap(), "https://localhost:8443/x");
+        assert_eq!(
+            rewrite_url("http://127.0.0.1:8000/login?next=%2F", &c).unwrap(),
+            "https://localhost:8443/login?next=%2F"
+        );
+        assert_eq!(
+            rewrite_url("http://localhost:8000/", &c).unwrap(),
+            "https://localhost:8443/"
+        );
+        assert_eq!(
+            rewrite_url("http://[::1]:8000/a#frag", &c).unwrap(),
+            "https://localhost:8443/a#frag"
+        );
+        assert_eq!(
+            rewrite_url("HTTP://127.0.0.1:8000", &c).unwrap(),
+            "https://localhost:8443"
+        );
+        assert_eq!(
+            rewrite_url("//127.0.0.1:8000/x", &c).unwrap(),
+            "https://localhost:8443/x"
+        );
     }
 
     #[test]
     fn public_host_over_http_becomes_https_and_443_is_left_out() {
         let up: Authority = "app:5000".parse().unwrap();
         let c = ctx(&up, "www.example.com", 443);
-        assert_eq!(rewrite_url("http://www.example.com/dashboard", &c).unwrap(), "https://www.example.com/dashboard");
-        assert_eq!(rewrite_url("http://WWW.example.com:8080/x", &c).unwrap(), "https://www.example.com/x");
-        assert_eq!(rewrite_url("http://app:5000/x?y=1", &c).unwrap(), "https://www.example.com/x?y=1");
+        assert_eq!(
+            rewrite_url("http://www.example.com/dashboard", &c).unwrap(),
+            "https://www.example.com/dashboard"
+        );
+        assert_eq!(
+            rewrite_url("http://WWW.example.com:8080/x", &c).unwrap(),
+            "https://www.example.com/x"
+        );
+        assert_eq!(
+            rewrite_url("http://app:5000/x?y=1", &c).unwrap(),
+            "https://www.example.com/x?y=1"
+        );
     }
 
     #[test]
@@ -204,16 +244,28 @@ mod tests {
     fn ipv6_public_host() {
         let up: Authority = "127.0.0.1:8000".parse().unwrap();
         let c = ctx(&up, "[::1]", 8443);
-        assert_eq!(rewrite_url("http://[::1]/x", &c).unwrap(), "https://[::1]:8443/x");
+        assert_eq!(
+            rewrite_url("http://[::1]/x", &c).unwrap(),
+            "https://[::1]:8443/x"
+        );
     }
 
     #[test]
     fn refresh_forms() {
         let up: Authority = "127.0.0.1:8000".parse().unwrap();
         let c = ctx(&up, "localhost", 8443);
-        assert_eq!(rewrite_refresh("0; url=http://127.0.0.1:8000/next", &c).unwrap(), "0; url=https://localhost:8443/next");
-        assert_eq!(rewrite_refresh("5;URL='http://localhost/x'", &c).unwrap(), "5;URL='https://localhost:8443/x'");
-        assert_eq!(rewrite_refresh("3; Url = \"http://127.0.0.1:8000/\" ", &c).unwrap(), "3; Url = \"https://localhost:8443/\" ");
+        assert_eq!(
+            rewrite_refresh("0; url=http://127.0.0.1:8000/next", &c).unwrap(),
+            "0; url=https://localhost:8443/next"
+        );
+        assert_eq!(
+            rewrite_refresh("5;URL='http://localhost/x'", &c).unwrap(),
+            "5;URL='https://localhost:8443/x'"
+        );
+        assert_eq!(
+            rewrite_refresh("3; Url = \"http://127.0.0.1:8000/\" ", &c).unwrap(),
+            "3; Url = \"https://localhost:8443/\" "
+        );
         assert_eq!(rewrite_refresh("5", &c), None);
         assert_eq!(rewrite_refresh("0; url=/relative", &c), None);
     }
@@ -223,9 +275,15 @@ mod tests {
         let up: Authority = "127.0.0.1:8000".parse().unwrap();
         let c = ctx(&up, "localhost", 8443);
         let mut h = HeaderMap::new();
-        h.insert(LOCATION, HeaderValue::from_static("http://127.0.0.1:8000/login"));
+        h.insert(
+            LOCATION,
+            HeaderValue::from_static("http://127.0.0.1:8000/login"),
+        );
         h.insert(CONTENT_LOCATION, HeaderValue::from_static("/relative"));
-        h.insert("refresh", HeaderValue::from_static("1; url=http://localhost:8443/x"));
+        h.insert(
+            "refresh",
+            HeaderValue::from_static("1; url=http://localhost:8443/x"),
+        );
         let done = rewrite_response(&mut h, &c);
         assert_eq!(done.len(), 2);
         assert_eq!(h[LOCATION], "https://localhost:8443/login");
@@ -237,10 +295,23 @@ mod tests {
     fn never_panics_on_odd_input() {
         let up: Authority = "127.0.0.1:8000".parse().unwrap();
         let c = ctx(&up, "localhost", 8443);
-        for s in ["http://", "http://[", "http://[::1", "http://:/", "http://a:99999/", "//", "0;url", "0;url=", "é;url=http://127.0.0.1:8000/é"] {
+        for s in [
+            "http://",
+            "http://[",
+            "http://[::1",
+            "http://:/",
+            "http://a:99999/",
+            "//",
+            "0;url",
+            "0;url=",
+            "é;url=http://127.0.0.1:8000/é",
+        ] {
             let _ = rewrite_url(s, &c);
             let _ = rewrite_refresh(s, &c);
         }
-        assert_eq!(rewrite_refresh("é;url=http://127.0.0.1:8000/é", &c).unwrap(), "é;url=https://localhost:8443/é");
+        assert_eq!(
+            rewrite_refresh("é;url=http://127.0.0.1:8000/é", &c).unwrap(),
+            "é;url=https://localhost:8443/é"
+        );
     }
 }

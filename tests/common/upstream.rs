@@ -37,7 +37,10 @@ struct Repeat {
 impl Body for Repeat {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
@@ -53,7 +56,10 @@ struct Channel(mpsc::Receiver<Bytes>);
 impl Body for Channel {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -73,7 +79,9 @@ impl Upstream {
         let gate = sse_gate.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let gate = gate.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(req, addr, gate.clone()));
@@ -88,7 +96,11 @@ impl Upstream {
     }
 }
 
-async fn handle(req: Request<Incoming>, own: SocketAddr, gate: Arc<Notify>) -> Result<Response<TestBody>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    own: SocketAddr,
+    gate: Arc<Notify>,
+) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_string();
     let resp = match path.as_str() {
         "/cookies" => {
@@ -105,14 +117,24 @@ async fn handle(req: Request<Incoming>, own: SocketAddr, gate: Arc<Notify>) -> R
         }
         "/redirect" => {
             let mut r = text(StatusCode::FOUND, String::new());
-            r.headers_mut().insert("location", format!("http://{own}/next?a=1").parse().unwrap());
-            r.headers_mut().insert("refresh", format!("0; url=http://{own}/later").parse().unwrap());
-            r.headers_mut().insert("content-location", "/relative".parse().unwrap());
+            r.headers_mut().insert(
+                "location",
+                format!("http://{own}/next?a=1").parse().unwrap(),
+            );
+            r.headers_mut().insert(
+                "refresh",
+                format!("0; url=http://{own}/later").parse().unwrap(),
+            );
+            r.headers_mut()
+                .insert("content-location", "/relative".parse().unwrap());
             r
         }
         "/redirect-elsewhere" => {
             let mut r = text(StatusCode::FOUND, String::new());
-            r.headers_mut().insert("location", "https://accounts.example.com/login".parse().unwrap());
+            r.headers_mut().insert(
+                "location",
+                "https://accounts.example.com/login".parse().unwrap(),
+            );
             r
         }
         "/slow" => {
@@ -130,8 +152,19 @@ async fn handle(req: Request<Incoming>, own: SocketAddr, gate: Arc<Notify>) -> R
             r
         }
         "/download" => {
-            let n: u64 = req.uri().query().and_then(|q| q.strip_prefix("bytes=")).and_then(|n| n.parse().ok()).unwrap_or(0);
-            let mut r = Response::new(Repeat { remaining: n, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }.boxed());
+            let n: u64 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("bytes="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let mut r = Response::new(
+                Repeat {
+                    remaining: n,
+                    chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+                }
+                .boxed(),
+            );
             r.headers_mut().insert("content-length", n.into());
             r
         }
@@ -141,7 +174,9 @@ async fn handle(req: Request<Incoming>, own: SocketAddr, gate: Arc<Notify>) -> R
             while let Some(frame) = body.frame().await {
                 match frame {
                     Ok(f) => total += f.data_ref().map_or(0, |d| d.len() as u64),
-                    Err(e) => return Ok(text(StatusCode::BAD_REQUEST, format!("body error: {e}\n"))),
+                    Err(e) => {
+                        return Ok(text(StatusCode::BAD_REQUEST, format!("body error: {e}\n")))
+                    }
                 }
             }
             text(StatusCode::OK, format!("{total}\n"))
@@ -154,20 +189,29 @@ async fn handle(req: Request<Incoming>, own: SocketAddr, gate: Arc<Notify>) -> R
                 let _ = tx.send(Bytes::from_static(b"data: second\n\n")).await;
             });
             let mut r = Response::new(Channel(rx).boxed());
-            r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
             r
         }
         _ => {
             // Echo: request line, headers in order, body size.
             let mut out = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
             for (n, v) in req.headers() {
-                out.push_str(&format!("{}: {}\n", n, String::from_utf8_lossy(v.as_bytes())));
+                out.push_str(&format!(
+                    "{}: {}\n",
+                    n,
+                    String::from_utf8_lossy(v.as_bytes())
+                ));
             }
-            let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes().len())
+                .unwrap_or(0);
             out.push_str(&format!("x-echo-body-bytes: {body}\n"));
             text(StatusCode::OK, out)
         }
     };
     Ok(resp)
 }
-

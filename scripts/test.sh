@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every test of the project, from a fresh clone: installs what the tests
+# need (pinned Python packages into .venv), checks formatting and lints,
+# runs the Rust unit and integration tests and the end-to-end suites with
+# real apps behind the real binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== python packages (pinned, into .venv)"
+bash scripts/python-env.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "== cargo test (unit + integration, real sockets and TLS)"
+cargo build --quiet
+cargo test --quiet
+
+echo "== end-to-end: real apps behind tlsfront"
+TLSFRONT_BIN="$PWD/target/debug/tlsfront" .venv/bin/python -m pytest tests/e2e -q
