@@ -3,11 +3,12 @@
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cli::{CertArgs, CheckArgs, Cli, Command, RunArgs};
-use crate::config::{self, Config, ConfigError, LogLevel, Source, UpstreamUrl};
-use crate::server::{self, ServerError};
+use crate::config::{self, Config, ConfigError, LogFormat, LogLevel, Source, UpstreamUrl};
+use crate::server::{self, Loaded, Loader, ServerError};
 use crate::tls::{self, TlsError};
 
 /// Why a command failed; decides the exit code.
@@ -78,12 +79,10 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Source), ConfigError>
         message,
     };
     if let Some(listen) = &args.listen {
-        config.listen.https =
-            config::parse_socket_addr(listen).map_err(|m| flag_error("--listen", m))?;
+        config.listen.https = config::parse_socket_addr(listen).map_err(|m| flag_error("--listen", m))?;
     }
     if let Some(upstream) = &args.upstream {
-        config.upstream.url =
-            UpstreamUrl::parse(upstream.trim()).map_err(|m| flag_error("--upstream", m))?;
+        config.upstream.url = UpstreamUrl::parse(upstream.trim()).map_err(|m| flag_error("--upstream", m))?;
     }
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         config.tls.cert = Some(cert.clone());
@@ -95,25 +94,33 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Source), ConfigError>
 
 fn run(args: RunArgs) -> Result<(), AppError> {
     let (config, source) = effective_config(&args)?;
-    init_logging(config.log.level);
+    init_logging(config.log.level, config.log.format);
     tracing::info!("configuration: {source}");
-    let tls = prepare_tls(&config)?;
+    let (tls, watch) = prepare_tls(&config, true)?;
+    let initial = Loaded { config, tls, watch };
+    // A reload repeats exactly this: same file, same command-line overrides.
+    let loader: Loader = Box::new(move || {
+        let (config, _) = effective_config(&args).map_err(|e| e.to_string())?;
+        let (tls, watch) = prepare_tls(&config, false).map_err(|e| e.to_string())?;
+        Ok(Loaded { config, tls, watch })
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| AppError::Runtime(format!("cannot start the runtime: {e}")))?;
-    runtime
-        .block_on(server::run(config, tls))
-        .map_err(AppError::Server)
+    runtime.block_on(server::run(initial, loader)).map_err(AppError::Server)
 }
 
-/// Loads the configured certificate, or reuses / generates the development one.
-fn prepare_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// Loads the configured certificate, or reuses / generates the development
+/// one. Returns the TLS config and the files to watch for changes.
+fn prepare_tls(config: &Config, announce: bool) -> Result<(Arc<rustls::ServerConfig>, Vec<PathBuf>), TlsError> {
     match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => {
             let tls = tls::server_config(cert, key, config.tls.min_version)?;
-            tracing::info!("certificate: {} (key {})", cert.display(), key.display());
-            Ok(tls)
+            if announce {
+                tracing::info!("certificate: {} (key {})", cert.display(), key.display());
+            }
+            Ok((tls, vec![cert.clone(), key.clone()]))
         }
         _ => {
             let dev = tls::ensure_dev_certs(
@@ -122,20 +129,18 @@ fn prepare_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, TlsError> {
                 config.tls.min_version,
             )?;
             let tls = tls::server_config(&dev.cert, &dev.key, config.tls.min_version)?;
-            let verb = if dev.leaf_generated {
-                "generated"
-            } else {
-                "reusing"
-            };
-            tracing::info!(
-                "{verb} development certificate {} for {}, signed by the development CA {}; trust it with: curl --cacert {} https://localhost:{}/",
-                dev.cert.display(),
-                config.tls.self_signed_hosts.join(", "),
-                dev.ca.display(),
-                dev.ca.display(),
-                config.public_https_port(),
-            );
-            Ok(tls)
+            if announce || dev.leaf_generated {
+                let verb = if dev.leaf_generated { "generated" } else { "reusing" };
+                tracing::info!(
+                    "{verb} development certificate {} for {}, signed by the development CA {}; trust it with: curl --cacert {} https://localhost:{}/",
+                    dev.cert.display(),
+                    config.tls.self_signed_hosts.join(", "),
+                    dev.ca.display(),
+                    dev.ca.display(),
+                    config.public_https_port(),
+                );
+            }
+            Ok((tls, vec![dev.cert, dev.key]))
         }
     }
 }
@@ -169,11 +174,7 @@ fn cert(args: CertArgs) -> Result<(), AppError> {
     let dev = tls::generate_dev_certs(&args.out, &hosts)?;
     let ca_state = if dev.ca_reused { "reused" } else { "created" };
     println!("development CA ({ca_state}): {}", dev.ca.display());
-    println!(
-        "certificate for {}: {}",
-        hosts.join(", "),
-        dev.cert.display()
-    );
+    println!("certificate for {}: {}", hosts.join(", "), dev.cert.display());
     println!("private key (mode 0600): {}", dev.key.display());
     println!(
         "trust the CA, e.g.: curl --cacert {} https://localhost:8443/",
@@ -182,7 +183,7 @@ fn cert(args: CertArgs) -> Result<(), AppError> {
     Ok(())
 }
 
-fn init_logging(level: LogLevel) {
+fn init_logging(level: LogLevel, format: LogFormat) {
     let filter = match level {
         LogLevel::Error => tracing::Level::ERROR,
         LogLevel::Warn => tracing::Level::WARN,
@@ -190,10 +191,12 @@ fn init_logging(level: LogLevel) {
         LogLevel::Debug => tracing::Level::DEBUG,
         LogLevel::Trace => tracing::Level::TRACE,
     };
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_max_level(filter)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }

@@ -6,12 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// A TLS-terminating reverse proxy that tells your app the truth.
 #[derive(Debug, Parser)]
-#[command(
-    name = "tlsfront",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "tlsfront", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to do; without one, `run`.
     #[command(subcommand)]
@@ -93,15 +88,10 @@ mod tests {
             "b",
         ])
         .unwrap();
-        assert!(
-            matches!(c.command, Some(Command::Run(ref r)) if r.cert.is_some() && r.listen.is_some())
-        );
+        assert!(matches!(c.command, Some(Command::Run(ref r)) if r.cert.is_some() && r.listen.is_some()));
         let c = Cli::try_parse_from(["tlsfront", "check", "--config", "x.toml"]).unwrap();
         assert!(matches!(c.command, Some(Command::Check(_))));
-        let c = Cli::try_parse_from([
-            "tlsfront", "cert", "--host", "a", "--host", "b", "--out", "d",
-        ])
-        .unwrap();
+        let c = Cli::try_parse_from(["tlsfront", "cert", "--host", "a", "--host", "b", "--out", "d"]).unwrap();
         assert!(matches!(c.command, Some(Command::Cert(ref a)) if a.hosts.len() == 2));
         assert!(Cli::try_parse_from(["tlsfront", "--cert", "a"]).is_err());
     }

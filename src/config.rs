@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::Uri;
 use ipnet::IpNet;
@@ -54,6 +55,10 @@ pub struct Config {
     pub log: Log,
     /// Limits and timeouts.
     pub limits: Limits,
+    /// Admin endpoint (health, readiness, metrics).
+    pub admin: Admin,
+    /// Fixed request/response headers and HSTS.
+    pub headers: Headers,
 }
 
 /// `[listen]`
@@ -131,9 +136,9 @@ pub struct UpstreamUrl {
 impl UpstreamUrl {
     /// Parses and validates `http://host[:port][/]`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let uri: Uri = s.parse().map_err(|e| {
-            format!("invalid URL {s:?} ({e}); expected like \"http://127.0.0.1:8000\"")
-        })?;
+        let uri: Uri = s
+            .parse()
+            .map_err(|e| format!("invalid URL {s:?} ({e}); expected like \"http://127.0.0.1:8000\""))?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => {
@@ -152,9 +157,7 @@ impl UpstreamUrl {
             .cloned()
             .ok_or_else(|| format!("{s:?} has no host; expected like \"http://127.0.0.1:8000\""))?;
         if authority.as_str().contains('@') {
-            return Err(format!(
-                "{s:?}: user info in the upstream URL is not supported"
-            ));
+            return Err(format!("{s:?}: user info in the upstream URL is not supported"));
         }
         if let Some(pq) = uri.path_and_query() {
             if pq.as_str() != "/" && !pq.as_str().is_empty() {
@@ -256,18 +259,85 @@ pub enum LogLevel {
     Trace,
 }
 
+/// Access log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Common Log Format plus host, timings, protocol and TLS version.
+    Common,
+    /// No access log.
+    Off,
+}
+
+/// Application log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// Application log level.
     pub level: LogLevel,
+    /// Access log (stdout).
+    pub access: AccessLogFormat,
+    /// Application log format (stderr).
+    pub format: LogFormat,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; empty = off.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[headers]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Headers {
+    /// `Strict-Transport-Security` value added to responses; empty = off.
+    #[serde(deserialize_with = "optional_header_value")]
+    pub hsts: Option<HeaderValue>,
+    /// Response headers removed (e.g. `Server`, `X-Powered-By`).
+    #[serde(deserialize_with = "header_names")]
+    pub remove_response: Vec<HeaderName>,
+    /// Response headers set to fixed values (replacing the app's).
+    #[serde(deserialize_with = "header_table")]
+    pub set_response: Vec<(HeaderName, HeaderValue)>,
+    /// Request headers set to fixed values before the request goes upstream.
+    #[serde(deserialize_with = "header_table")]
+    pub set_request: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// `[limits]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// Largest request head (request line + headers) accepted; past it, 431.
+    pub max_request_header_bytes: usize,
+    /// Largest request body accepted; past it, 413. 0 = unlimited.
+    pub max_request_body_bytes: u64,
+    /// A keep-alive connection with no traffic for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Client connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection at once.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 streams a client may reset before they are processed, before
+    /// the connection is closed (rapid-reset protection).
+    pub max_pending_reset_streams: usize,
     /// Time a client has to complete the TLS handshake.
     #[serde(deserialize_with = "duration")]
     pub handshake_timeout: Duration,
@@ -304,8 +374,7 @@ impl Default for Tls {
 impl Default for Upstream {
     fn default() -> Self {
         Upstream {
-            url: UpstreamUrl::parse("http://127.0.0.1:8000")
-                .expect("the default upstream is valid"),
+            url: UpstreamUrl::parse("http://127.0.0.1:8000").expect("the default upstream is valid"),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(60),
@@ -341,9 +410,7 @@ impl Default for Cookies {
 
 impl Default for Redirects {
     fn default() -> Self {
-        Redirects {
-            rewrite_location: true,
-        }
+        Redirects { rewrite_location: true }
     }
 }
 
@@ -351,6 +418,8 @@ impl Default for Log {
     fn default() -> Self {
         Log {
             level: LogLevel::Info,
+            access: AccessLogFormat::Common,
+            format: LogFormat::Text,
         }
     }
 }
@@ -358,6 +427,12 @@ impl Default for Log {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_request_header_bytes: 64 * 1024,
+            max_request_body_bytes: 0,
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_concurrent_streams: 100,
+            max_pending_reset_streams: 20,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
@@ -451,8 +526,7 @@ impl Config {
         if self.tls.cert.is_none() && self.tls.self_signed_hosts.is_empty() {
             return Err(err(
                 "tls.self_signed_hosts",
-                "no host names for the development certificate; expected e.g. [\"localhost\"]"
-                    .into(),
+                "no host names for the development certificate; expected e.g. [\"localhost\"]".into(),
             ));
         }
         for name in &self.tls.self_signed_hosts {
@@ -472,14 +546,43 @@ impl Config {
             }
         }
         for name in &self.cookies.http_only_except {
-            if name.is_empty()
-                || name
-                    .bytes()
-                    .any(|b| b <= b' ' || b == b'=' || b == b';' || b >= 0x7f)
-            {
+            if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == b'=' || b == b';' || b >= 0x7f) {
                 return Err(err(
                     "cookies.http_only_except",
                     format!("{name:?} is not a cookie name"),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.max_request_header_bytes < 1024 {
+            return Err(err(
+                "limits.max_request_header_bytes",
+                format!(
+                    "{} is too small to hold a request; expected at least 1024",
+                    l.max_request_header_bytes
+                ),
+            ));
+        }
+        if l.max_connections == 0 || l.max_concurrent_streams == 0 {
+            return Err(err(
+                "limits",
+                "max_connections and max_concurrent_streams must be at least 1".into(),
+            ));
+        }
+        for (key, d) in [
+            ("limits.idle_timeout", l.idle_timeout),
+            ("limits.handshake_timeout", l.handshake_timeout),
+            ("limits.header_read_timeout", l.header_read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(err(key, "must be greater than zero".into()));
+            }
+        }
+        if let Some(admin) = self.admin.listen {
+            if admin == self.listen.https || Some(admin) == self.listen.http {
+                return Err(err(
+                    "admin.listen",
+                    format!("{admin} is already used by another listener"),
                 ));
             }
         }
@@ -525,14 +628,8 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, Source), ConfigError> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let col = String::from_utf8_lossy(&before[line_start..])
-        .chars()
-        .count()
-        + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
     (line, col)
 }
 
@@ -570,10 +667,7 @@ fn explain_toml_error(path: &str, message: &str) -> (Option<String>, String) {
             let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
             return (
                 path,
-                format!(
-                    "{value:?} is not allowed; expected one of {}",
-                    known.join(", ")
-                ),
+                format!("{value:?} is not allowed; expected one of {}", known.join(", ")),
             );
         }
     }
@@ -651,9 +745,44 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 /// Parses a human duration such as `5s`, `250ms` or `1m 30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("{s:?} is not a duration ({e}); expected like \"5s\", \"250ms\" or \"2m\"")
-    })
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); expected like \"5s\", \"250ms\" or \"2m\""))
+}
+
+fn optional_header_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HeaderValue>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    HeaderValue::from_str(s.trim())
+        .map(Some)
+        .map_err(|_| de::Error::custom(format!("{s:?} is not a valid header value (visible ASCII expected)")))
+}
+
+fn header_name(s: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(s.trim().as_bytes())
+        .map_err(|_| format!("{s:?} is not a header name; expected like \"X-Frame-Options\""))
+}
+
+fn header_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HeaderName>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    names
+        .iter()
+        .map(|n| header_name(n).map_err(de::Error::custom))
+        .collect()
+}
+
+fn header_table<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(HeaderName, HeaderValue)>, D::Error> {
+    let table = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+    table
+        .iter()
+        .map(|(name, value)| {
+            let name = header_name(name).map_err(de::Error::custom)?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| de::Error::custom(format!("{value:?} is not a valid value for header {name}")))?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
@@ -665,15 +794,10 @@ impl fmt::Display for Config {
     /// The effective settings, as TOML a person could paste back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn path(p: &Option<PathBuf>) -> String {
-            p.as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
+            p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
         }
         fn list<T: fmt::Display>(items: &[T]) -> String {
-            let quoted: Vec<String> = items
-                .iter()
-                .map(|i| format!("{:?}", i.to_string()))
-                .collect();
+            let quoted: Vec<String> = items.iter().map(|i| format!("{:?}", i.to_string())).collect();
             format!("[{}]", quoted.join(", "))
         }
         fn dur(d: Duration) -> String {
@@ -682,21 +806,13 @@ impl fmt::Display for Config {
         let l = &self.listen;
         writeln!(f, "[listen]")?;
         writeln!(f, "https = \"{}\"", l.https)?;
-        writeln!(
-            f,
-            "http = \"{}\"",
-            l.http.map(|a| a.to_string()).unwrap_or_default()
-        )?;
+        writeln!(f, "http = \"{}\"", l.http.map(|a| a.to_string()).unwrap_or_default())?;
         writeln!(f, "https_public_port = {}", l.https_public_port)?;
         let t = &self.tls;
         writeln!(f, "\n[tls]")?;
         writeln!(f, "cert = {:?}", path(&t.cert))?;
         writeln!(f, "key = {:?}", path(&t.key))?;
-        writeln!(
-            f,
-            "self_signed_dir = {:?}",
-            t.self_signed_dir.display().to_string()
-        )?;
+        writeln!(f, "self_signed_dir = {:?}", t.self_signed_dir.display().to_string())?;
         writeln!(f, "self_signed_hosts = {}", list(&t.self_signed_hosts))?;
         writeln!(
             f,
@@ -726,29 +842,42 @@ impl fmt::Display for Config {
         writeln!(f, "\n[cookies]")?;
         writeln!(f, "secure = {}", c.secure)?;
         writeln!(f, "http_only = {}", c.http_only)?;
-        writeln!(
-            f,
-            "same_site = \"{}\"",
-            format!("{:?}", c.same_site).to_lowercase()
-        )?;
+        writeln!(f, "same_site = \"{}\"", format!("{:?}", c.same_site).to_lowercase())?;
         writeln!(f, "http_only_except = {}", list(&c.http_only_except))?;
         writeln!(f, "\n[redirects]")?;
         writeln!(f, "rewrite_location = {}", self.redirects.rewrite_location)?;
         writeln!(f, "\n[log]")?;
-        writeln!(
-            f,
-            "level = \"{}\"",
-            format!("{:?}", self.log.level).to_lowercase()
-        )?;
+        writeln!(f, "level = \"{}\"", format!("{:?}", self.log.level).to_lowercase())?;
         let m = &self.limits;
         writeln!(f, "\n[limits]")?;
         writeln!(f, "handshake_timeout = \"{}\"", dur(m.handshake_timeout))?;
+        writeln!(f, "header_read_timeout = \"{}\"", dur(m.header_read_timeout))?;
+        writeln!(f, "shutdown_timeout = \"{}\"", dur(m.shutdown_timeout))?;
+        writeln!(f, "\n[admin]")?;
         writeln!(
             f,
-            "header_read_timeout = \"{}\"",
-            dur(m.header_read_timeout)
+            "listen = \"{}\"",
+            self.admin.listen.map(|a| a.to_string()).unwrap_or_default()
         )?;
-        write!(f, "shutdown_timeout = \"{}\"", dur(m.shutdown_timeout))
+        let h = &self.headers;
+        let value = |v: &HeaderValue| format!("{:?}", String::from_utf8_lossy(v.as_bytes()));
+        let table = |items: &[(HeaderName, HeaderValue)]| {
+            let inner: Vec<String> = items.iter().map(|(n, v)| format!("\"{n}\" = {}", value(v))).collect();
+            format!("{{ {} }}", inner.join(", ")).replace("{  }", "{}")
+        };
+        writeln!(f, "\n[headers]")?;
+        writeln!(
+            f,
+            "hsts = {}",
+            h.hsts.as_ref().map(value).unwrap_or_else(|| "\"\"".into())
+        )?;
+        writeln!(
+            f,
+            "remove_response = {}",
+            list(&h.remove_response.iter().map(|n| n.as_str()).collect::<Vec<_>>())
+        )?;
+        writeln!(f, "set_response = {}", table(&h.set_response))?;
+        write!(f, "set_request = {}", table(&h.set_request))
     }
 }
 
@@ -843,10 +972,7 @@ rewrite_location = false
     fn bad_cidr_is_rejected() {
         let e = parse("[forwarded]\ntrusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
         assert!(
-            e.key
-                .as_deref()
-                .unwrap()
-                .starts_with("forwarded.trusted_proxies"),
+            e.key.as_deref().unwrap().starts_with("forwarded.trusted_proxies"),
             "{e}"
         );
         assert_eq!(e.position.map(|p| p.0), Some(2));
@@ -881,6 +1007,16 @@ rewrite_location = false
     }
 
     #[test]
+    fn bad_headers_are_rejected() {
+        let e = parse("[headers]\nremove_response = [\"Bad Name\"]\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("headers.remove_response"));
+        let e = parse("[headers]\nset_response = { \"X-A\" = \"line\\nbreak\" }\n").unwrap_err();
+        assert!(e.message.contains("X-A") || e.message.contains("x-a"), "{e}");
+        let e = parse("[limits]\nmax_request_header_bytes = 10\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.max_request_header_bytes"));
+    }
+
+    #[test]
     fn cert_without_key() {
         let e = parse("[tls]\ncert = \"a.pem\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("tls.key"));
@@ -891,10 +1027,7 @@ rewrite_location = false
     #[test]
     fn shipped_config_documents_the_defaults() {
         let shipped = include_str!("../config/tlsfront.toml");
-        assert_eq!(
-            parse(shipped).unwrap().to_string(),
-            Config::default().to_string()
-        );
+        assert_eq!(parse(shipped).unwrap().to_string(), Config::default().to_string());
         let uncommented: String = shipped
             .lines()
             .map(|l| match l.strip_prefix("# ") {
@@ -914,20 +1047,14 @@ rewrite_location = false
         // Every key of the effective settings is documented.
         for line in Config::default().to_string().lines() {
             if let Some((key, _)) = line.split_once(" = ") {
-                assert!(
-                    uncommented.contains(&format!("\n{key} = ")),
-                    "{key} is not documented"
-                );
+                assert!(uncommented.contains(&format!("\n{key} = ")), "{key} is not documented");
             }
         }
     }
 
     #[test]
     fn display_round_trips() {
-        let c = parse(
-            "[cookies]\nsame_site = \"strict\"\n[forwarded]\ntrusted_proxies=[\"10.0.0.0/8\"]",
-        )
-        .unwrap();
+        let c = parse("[cookies]\nsame_site = \"strict\"\n[forwarded]\ntrusted_proxies=[\"10.0.0.0/8\"]").unwrap();
         let again = parse(&c.to_string()).unwrap();
         assert_eq!(again.cookies.same_site, SameSite::Strict);
         assert_eq!(again.forwarded.trusted_proxies, c.forwarded.trusted_proxies);

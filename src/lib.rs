@@ -4,11 +4,18 @@
 //! [`proxy`], its header policy in [`policy`], the I/O in [`server`],
 //! [`upstream`] and [`tls`].
 
+pub mod access_log;
+pub mod admin;
 pub mod app;
+pub mod body;
 pub mod cli;
 pub mod config;
+pub mod hints;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -1,19 +1,29 @@
 //! The life of one proxied request, top to bottom:
-//! read the head → request policy → send upstream → response policy → stream back.
+//! read the head → check limits → request policy → send upstream →
+//! response policy → stream back (or tunnel an upgrade) → record.
 
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, COOKIE, EXPECT, HOST};
+use http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, EXPECT, HOST, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_util::task::TaskTracker;
 
+use crate::access_log::AccessRecord;
+use crate::body::{LimitedBody, ObservedBody};
 use crate::config::Config;
+use crate::hints::Hints;
 use crate::policy::cookies::{self, CookiePolicy};
 use crate::policy::forwarded::{self, ForwardedPolicy, RequestOrigin};
+use crate::policy::headers::HeaderRules;
 use crate::policy::{hop, redirects};
+use crate::telemetry::{InFlight, Telemetry};
 use crate::upstream::{ProxyBody, Upstream, UpstreamError};
 
 /// What is known about the client connection a request arrived on.
@@ -23,49 +33,139 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// The listener address the client connected to.
     pub local: SocketAddr,
+    /// Negotiated TLS version, for the access log.
+    pub tls_version: &'static str,
 }
 
-/// Everything a request needs, built once from the config.
+/// Everything a request needs, built once per configuration generation.
 pub struct Proxy {
     upstream: Upstream,
     forwarded: ForwardedPolicy,
     cookies: CookiePolicy,
+    headers: HeaderRules,
     rewrite_redirects: bool,
     /// `listen.https_public_port`, or 0 = the port the client connected to.
     public_port: u16,
+    max_header_bytes: usize,
+    max_body_bytes: u64,
+    telemetry: Arc<Telemetry>,
+    hints: Arc<Hints>,
+    /// Upgraded connections, so shutdown can wait for them.
+    tunnels: TaskTracker,
+}
+
+/// What forwarding produced, before the response is recorded.
+struct Forwarded {
+    response: Response<ProxyBody>,
+    client_ip: IpAddr,
+    host: Option<HeaderValue>,
+    upstream_time: Option<Duration>,
 }
 
 impl Proxy {
     /// Builds the request pipeline from a validated config.
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, telemetry: Arc<Telemetry>, hints: Arc<Hints>, tunnels: TaskTracker) -> Self {
         Proxy {
             upstream: Upstream::new(&config.upstream),
             forwarded: ForwardedPolicy::from(&config.forwarded),
             cookies: CookiePolicy::from(&config.cookies),
+            headers: HeaderRules::from(&config.headers),
             rewrite_redirects: config.redirects.rewrite_location,
             public_port: config.listen.https_public_port,
+            max_header_bytes: config.limits.max_request_header_bytes,
+            max_body_bytes: config.limits.max_request_body_bytes,
+            telemetry,
+            hints,
+            tunnels,
         }
+    }
+
+    /// The upstream client (for readiness checks).
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
     }
 
     /// Proxies one request. Never fails: problems become 4xx/5xx responses.
     pub async fn handle(&self, req: Request<Incoming>, conn: &Connection) -> Response<ProxyBody> {
         let started = Instant::now();
-        // 1. The head: which host the client asked for.
+        let time = SystemTime::now();
+        let method = req.method().clone();
+        let protocol = req.version();
+        let path = if self.telemetry.access_log.enabled() {
+            req.uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string())
+        } else {
+            String::new()
+        };
+
+        let forwarded = self.forward(req, conn).await;
+
+        let (mut head, body) = forwarded.response.into_parts();
+        self.headers.apply_response(&mut head.headers);
+        let in_flight = InFlight {
+            record: AccessRecord {
+                time,
+                client_ip: forwarded.client_ip,
+                method,
+                host: forwarded.host,
+                path,
+                status: head.status.as_u16(),
+                bytes: 0,
+                upstream_time: forwarded.upstream_time,
+                total_time: Duration::ZERO,
+                protocol,
+                tls_version: conn.tls_version,
+            },
+            started,
+        };
+        let body = ObservedBody::new(body, in_flight, self.telemetry.clone());
+        Response::from_parts(head, body.boxed())
+    }
+
+    async fn forward(&self, mut req: Request<Incoming>, conn: &Connection) -> Forwarded {
+        let peer_ip = conn.peer.ip().to_canonical();
+        let method = req.method().clone();
+        let refuse = |status, text: &str, host: Option<HeaderValue>| Forwarded {
+            response: error_response(status, text),
+            client_ip: peer_ip,
+            host,
+            upstream_time: None,
+        };
+
+        // 1. The head: which host, within the limits.
         let host = match request_host(&req) {
             Ok(host) => host,
-            Err(reason) => return error_response(StatusCode::BAD_REQUEST, reason),
+            Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason, None),
         };
         if req.method() == Method::CONNECT {
-            return error_response(
+            return refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is not supported: tlsfront is not a forward proxy",
+                "405 Method Not Allowed: CONNECT is not supported; tlsfront is not a forward proxy",
+                Some(host),
             );
+        }
+        if head_size(&req) > self.max_header_bytes {
+            self.telemetry.metrics.count_limit("header_bytes");
+            return refuse(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "431 Request Header Fields Too Large",
+                Some(host),
+            );
+        }
+        if self.max_body_bytes != 0 && declared_length(req.headers()).is_some_and(|n| n > self.max_body_bytes) {
+            self.telemetry.metrics.count_limit("body_bytes");
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, "413 Content Too Large", Some(host));
         }
         let public_port = if self.public_port != 0 {
             self.public_port
         } else {
             conn.local.port()
         };
+        let upgrade = wants_upgrade(&req).then(|| {
+            let protocol = req.headers().get(UPGRADE).cloned();
+            (hyper::upgrade::on(&mut req), protocol)
+        });
 
         // 2. Request policy.
         let (mut head, body) = req.into_parts();
@@ -81,79 +181,177 @@ impl Proxy {
             &mut head.headers,
             &self.forwarded,
             &RequestOrigin {
-                peer: conn.peer.ip(),
+                peer: peer_ip,
                 host: &host,
                 public_port,
             },
         );
-        head.uri = self.upstream.uri_for(head.uri.path_and_query());
+        self.headers.apply_request(&mut head.headers);
+        if let Some((_, Some(protocol))) = &upgrade {
+            head.headers.insert(UPGRADE, protocol.clone());
+            head.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        let req_path = head.uri.path_and_query().cloned();
+        head.uri = self.upstream.uri_for(req_path.as_ref());
         head.version = Version::HTTP_11;
-        let method = head.method.clone();
-        let path = head.uri.path().to_string();
 
         // 3. Upstream.
-        let upstream_req = Request::from_parts(head, body.map_err(Into::into).boxed());
-        let response = match self.upstream.send(upstream_req).await {
+        let too_large = Arc::new(AtomicBool::new(false));
+        let body = LimitedBody::new(body, self.max_body_bytes, too_large.clone(), self.telemetry.clone());
+        let asked = Instant::now();
+        let sent = self.upstream.send(Request::from_parts(head, body.boxed())).await;
+        let upstream_time = asked.elapsed();
+        self.telemetry
+            .metrics
+            .upstream_duration
+            .observe(upstream_time.as_secs_f64());
+        let mut response = match sent {
             Ok(response) => response,
+            Err(_) if too_large.load(Ordering::Relaxed) => {
+                self.telemetry.metrics.count_limit("body_bytes");
+                return refuse(StatusCode::PAYLOAD_TOO_LARGE, "413 Content Too Large", Some(host));
+            }
             Err(e) => {
+                let m = &self.telemetry.metrics;
                 let status = match e {
-                    UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                    UpstreamError::Connect(_) | UpstreamError::Protocol(_) => {
+                    UpstreamError::Timeout(_) => {
+                        m.upstream_timeouts.inc();
+                        StatusCode::GATEWAY_TIMEOUT
+                    }
+                    UpstreamError::Connect(_) => {
+                        m.upstream_connect_errors.inc();
+                        StatusCode::BAD_GATEWAY
+                    }
+                    UpstreamError::Protocol(_) => {
+                        m.upstream_protocol_errors.inc();
                         StatusCode::BAD_GATEWAY
                     }
                 };
                 tracing::warn!(
                     client = %client.client_ip,
                     %method,
-                    path,
+                    path = head_path(&req_path),
                     upstream = %self.upstream.authority(),
                     status = status.as_u16(),
                     "upstream failed: {e}"
                 );
-                return error_response(status, upstream_failure_text(&e));
+                return Forwarded {
+                    response: error_response(status, upstream_failure_text(&e)),
+                    client_ip: client.client_ip,
+                    host: Some(host),
+                    upstream_time: Some(upstream_time),
+                };
             }
         };
+        self.upstream.mark_answered();
 
         // 4. Response policy.
-        let (mut head, body) = response.into_parts();
-        hop::strip(&mut head.headers);
-        cookies::harden_response(&mut head.headers, &self.cookies);
-        if self.rewrite_redirects {
-            let public_host = host
-                .to_str()
-                .ok()
-                .and_then(|h| redirects::split_host_port(h).map(|(name, _)| name))
-                .unwrap_or("");
-            if !public_host.is_empty() {
-                let rewrites = redirects::rewrite_response(
-                    &mut head.headers,
-                    &redirects::RedirectContext {
-                        upstream: self.upstream.authority(),
-                        public_host,
-                        public_port,
-                    },
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let tunnel = match (switching, upgrade) {
+            (true, Some((client_side, _))) => Some((client_side, hyper::upgrade::on(&mut response))),
+            (true, None) => {
+                self.telemetry.metrics.upstream_protocol_errors.inc();
+                return refuse(
+                    StatusCode::BAD_GATEWAY,
+                    "502 Bad Gateway: the app switched protocols unasked",
+                    Some(host),
                 );
-                for r in rewrites {
-                    tracing::debug!(
-                        header = r.header,
-                        from = r.from,
-                        "rewrote a URL that pointed at the upstream or at http://"
-                    );
-                }
             }
+            (false, _) => None,
+        };
+        let (mut head, body) = response.into_parts();
+        let upgraded_to = head.headers.get(UPGRADE).cloned();
+        hop::strip(&mut head.headers);
+        let hardened = cookies::harden_response(&mut head.headers, &self.cookies);
+        if hardened.any() {
+            self.hints.cookies_hardened(hardened);
         }
-        tracing::debug!(
-            client = %client.client_ip,
-            %method,
-            path,
-            status = head.status.as_u16(),
-            upstream_ms = started.elapsed().as_millis() as u64,
-            "proxied"
-        );
+        if self.rewrite_redirects {
+            self.rewrite_redirects(&mut head.headers, &host, public_port);
+        }
 
-        // 5. Stream the body back.
-        Response::from_parts(head, body.map_err(Into::into).boxed())
+        // 5. Tunnel an upgrade, or stream the body back.
+        if let Some((client_side, upstream_side)) = tunnel {
+            if let Some(protocol) = upgraded_to {
+                head.headers.insert(UPGRADE, protocol);
+            }
+            head.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            let telemetry = self.telemetry.clone();
+            self.tunnels.spawn(async move {
+                let (Ok(client), Ok(upstream)) = (client_side.await, upstream_side.await) else {
+                    return;
+                };
+                telemetry.metrics.open_tunnels.inc();
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                if let Ok((from_client, to_client)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    telemetry.metrics.bytes_in.inc_by(from_client);
+                    telemetry.metrics.bytes_out.inc_by(to_client);
+                }
+                telemetry.metrics.open_tunnels.dec();
+            });
+        }
+        Forwarded {
+            response: Response::from_parts(head, body.map_err(Into::into).boxed()),
+            client_ip: client.client_ip,
+            host: Some(host),
+            upstream_time: Some(upstream_time),
+        }
     }
+
+    fn rewrite_redirects(&self, headers: &mut HeaderMap, host: &HeaderValue, public_port: u16) {
+        let Some(public_host) = host
+            .to_str()
+            .ok()
+            .and_then(|h| redirects::split_host_port(h).map(|(name, _)| name))
+            .filter(|name| !name.is_empty())
+        else {
+            return;
+        };
+        let rewrites = redirects::rewrite_response(
+            headers,
+            &redirects::RedirectContext {
+                upstream: self.upstream.authority(),
+                public_host,
+                public_port,
+            },
+        );
+        for r in rewrites {
+            self.hints.redirect_rewritten(&r);
+        }
+    }
+}
+
+fn head_path(path: &Option<http::uri::PathAndQuery>) -> &str {
+    path.as_ref().map_or("/", |p| p.path())
+}
+
+/// Size of the request head as it was on the wire (close enough for a limit).
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    line + req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// HTTP/1.1 `Connection: upgrade` + `Upgrade: …` (HTTP/2 has no upgrades;
+/// WebSocket over HTTP/2 is refused, so browsers use HTTP/1.1 for it).
+fn wants_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(UPGRADE)
+        && req
+            .headers()
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// The host the client asked for: `:authority` for HTTP/2, the authority of
@@ -161,20 +359,20 @@ impl Proxy {
 fn request_host<B>(req: &Request<B>) -> Result<HeaderValue, &'static str> {
     if let Some(authority) = req.uri().authority() {
         if authority.as_str().contains('@') {
-            return Err("user information is not allowed in the request target");
+            return Err("400 Bad Request: user information is not allowed in the request target");
         }
-        return HeaderValue::from_str(authority.as_str()).map_err(|_| "invalid authority");
+        return HeaderValue::from_str(authority.as_str()).map_err(|_| "400 Bad Request: invalid authority");
     }
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
         (Some(h), None) => h,
-        (Some(_), Some(_)) => return Err("more than one Host header"),
-        (None, _) => return Err("missing Host header"),
+        (Some(_), Some(_)) => return Err("400 Bad Request: more than one Host header"),
+        (None, _) => return Err("400 Bad Request: missing Host header"),
     };
-    let text = host.to_str().map_err(|_| "invalid Host header")?;
+    let text = host.to_str().map_err(|_| "400 Bad Request: invalid Host header")?;
     match text.parse::<http::uri::Authority>() {
         Ok(a) if !a.as_str().contains('@') && !a.host().is_empty() => Ok(host.clone()),
-        _ => Err("invalid Host header"),
+        _ => Err("400 Bad Request: invalid Host header"),
     }
 }
 
@@ -197,9 +395,9 @@ fn join_cookie_headers(headers: &mut HeaderMap) {
 
 fn upstream_failure_text(e: &UpstreamError) -> &'static str {
     match e {
-        UpstreamError::Connect(_) => "502 Bad Gateway: tlsfront could not connect to the app.\n",
-        UpstreamError::Timeout(_) => "504 Gateway Timeout: the app did not answer in time.\n",
-        UpstreamError::Protocol(_) => "502 Bad Gateway: the app's response was broken.\n",
+        UpstreamError::Connect(_) => "502 Bad Gateway: tlsfront could not connect to the app.",
+        UpstreamError::Timeout(_) => "504 Gateway Timeout: the app did not answer in time.",
+        UpstreamError::Protocol(_) => "502 Bad Gateway: the app's response was broken.",
     }
 }
 
@@ -209,16 +407,10 @@ pub fn error_response(status: StatusCode, text: &str) -> Response<ProxyBody> {
     if !body.ends_with('\n') {
         body.push('\n');
     }
-    let mut resp = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
@@ -228,10 +420,7 @@ mod tests {
 
     #[test]
     fn host_selection() {
-        let r = Request::get("/x")
-            .header(HOST, "a.example:8443")
-            .body(())
-            .unwrap();
+        let r = Request::get("/x").header(HOST, "a.example:8443").body(()).unwrap();
         assert_eq!(request_host(&r).unwrap(), "a.example:8443");
         let r = Request::get("http://b.example/x")
             .header(HOST, "a.example")
@@ -240,11 +429,7 @@ mod tests {
         assert_eq!(request_host(&r).unwrap(), "b.example");
         let r = Request::get("/x").body(()).unwrap();
         assert!(request_host(&r).is_err());
-        let r = Request::get("/x")
-            .header(HOST, "a")
-            .header(HOST, "b")
-            .body(())
-            .unwrap();
+        let r = Request::get("/x").header(HOST, "a").header(HOST, "b").body(()).unwrap();
         assert!(request_host(&r).is_err());
         let r = Request::get("/x").header(HOST, "a b").body(()).unwrap();
         assert!(request_host(&r).is_err());
@@ -261,5 +446,30 @@ mod tests {
         join_cookie_headers(&mut h);
         let all: Vec<_> = h.get_all(COOKIE).iter().collect();
         assert_eq!(all, vec!["a=1; b=2; c=3"]);
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let r = Request::get("/ws")
+            .header(CONNECTION, "keep-alive, Upgrade")
+            .header(UPGRADE, "websocket")
+            .body(())
+            .unwrap();
+        assert!(wants_upgrade(&r));
+        let r = Request::get("/ws").header(UPGRADE, "websocket").body(()).unwrap();
+        assert!(!wants_upgrade(&r));
+        let r = Request::get("/ws")
+            .version(Version::HTTP_2)
+            .header(CONNECTION, "upgrade")
+            .header(UPGRADE, "websocket")
+            .body(())
+            .unwrap();
+        assert!(!wants_upgrade(&r));
+    }
+
+    #[test]
+    fn head_size_counts_headers() {
+        let r = Request::get("/abc").header("x-a", "1234567890").body(()).unwrap();
+        assert_eq!(head_size(&r), 3 + 4 + 12 + 3 + 10 + 4);
     }
 }

@@ -1,12 +1,19 @@
-//! Listeners, accept loops, TLS handshakes, HTTP/1.1 + HTTP/2 serving and
-//! graceful shutdown. All I/O of the downstream side lives here.
+//! Listeners, accept loops, TLS handshakes, HTTP/1.1 + HTTP/2 serving,
+//! connection limits, idle timeouts and graceful shutdown. All I/O of the
+//! downstream side lives here; reload and admin are composed in from their
+//! own modules.
 
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::header::{HeaderValue, HOST, LOCATION};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -14,20 +21,23 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::hints::Hints;
 use crate::policy::redirects::split_host_port;
 use crate::proxy::{error_response, Connection, Proxy};
+use crate::telemetry::Telemetry;
 use crate::upstream::ProxyBody;
+use crate::{admin, reload};
 
 /// A listener could not be opened.
 #[derive(Debug)]
-pub struct ServerError(String);
+pub struct ServerError(pub String);
 
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,56 +47,151 @@ impl fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
-/// Settings every connection task needs.
-struct Shared {
-    proxy: Proxy,
-    acceptor: TlsAcceptor,
-    http: auto::Builder<TokioExecutor>,
-    handshake_timeout: Duration,
+/// A configuration and its certificates, loaded and validated.
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// The TLS server configuration built from its certificates.
+    pub tls: Arc<ServerConfig>,
+    /// Files whose change triggers a reload (certificate and key).
+    pub watch: Vec<PathBuf>,
 }
 
-/// Binds the listeners, serves until SIGTERM/SIGINT, then drains in-flight
-/// connections for up to `limits.shutdown_timeout`.
-pub async fn run(config: Config, tls: Arc<ServerConfig>) -> Result<(), ServerError> {
+/// Loads the configuration again, the way it was loaded at start (same
+/// file, same command-line overrides). Errors are one readable line.
+pub type Loader = Box<dyn Fn() -> Result<Loaded, String> + Send + Sync>;
+
+/// One generation of the configuration; replaced whole on reload. New
+/// connections and requests use the newest; in-flight ones finish on theirs.
+pub struct Generation {
+    /// The configuration.
+    pub config: Config,
+    /// The request pipeline (with its own upstream pool).
+    pub proxy: Proxy,
+    acceptor: TlsAcceptor,
+    http: auto::Builder<TokioExecutor>,
+    /// Files watched for changes.
+    pub watch: Vec<PathBuf>,
+}
+
+/// State that outlives generations.
+pub struct Server {
+    current: ArcSwap<Generation>,
+    /// Metrics and access log.
+    pub telemetry: Arc<Telemetry>,
+    hints: Arc<Hints>,
+    tracker: TaskTracker,
+    shutting_down: AtomicBool,
+}
+
+/// Builds a generation from a loaded configuration.
+fn build_generation(
+    loaded: Loaded,
+    telemetry: &Arc<Telemetry>,
+    hints: &Arc<Hints>,
+    tracker: &TaskTracker,
+) -> Generation {
+    let config = loaded.config;
+    let limits = &config.limits;
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_request_header_bytes.max(8192) + 1024)
+        .keep_alive(true);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.max_pending_reset_streams)
+        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX));
+    Generation {
+        proxy: Proxy::new(&config, telemetry.clone(), hints.clone(), tracker.clone()),
+        acceptor: TlsAcceptor::from(loaded.tls),
+        http,
+        watch: loaded.watch,
+        config,
+    }
+}
+
+impl Server {
+    fn generation(&self, loaded: Loaded) -> Generation {
+        build_generation(loaded, &self.telemetry, &self.hints, &self.tracker)
+    }
+
+    /// The generation new connections and requests use.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Re-reads configuration and certificates; on success new connections
+    /// and requests use them, on failure the old ones keep serving.
+    pub fn reload(&self, loader: &Loader, why: &str) {
+        match loader() {
+            Ok(loaded) => {
+                let old = self.current();
+                let new = self.generation(loaded);
+                if new.config.listen.https != old.config.listen.https
+                    || new.config.listen.http != old.config.listen.http
+                    || new.config.admin.listen != old.config.admin.listen
+                {
+                    tracing::warn!(
+                        "listen addresses changed: they take effect on restart; everything else is reloaded"
+                    );
+                }
+                self.current.store(Arc::new(new));
+                self.telemetry.metrics.reloads.inc();
+                tracing::info!("reloaded configuration and certificates ({why})");
+            }
+            Err(e) => {
+                self.telemetry.metrics.reload_failures.inc();
+                tracing::error!("reload ({why}) rejected, still serving the previous configuration: {e}");
+            }
+        }
+    }
+
+    /// Whether SIGTERM/SIGINT was received.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// Binds the listeners, serves until SIGTERM/SIGINT, reloads on SIGHUP and
+/// certificate changes, then drains in-flight work for up to
+/// `limits.shutdown_timeout`.
+pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
+    let config = initial.config.clone();
     let https = bind(config.listen.https, "listen.https").await?;
     let https_addr = https.local_addr().map_err(|e| ServerError(e.to_string()))?;
+    let http = match config.listen.http {
+        Some(addr) => Some(bind(addr, "listen.http").await?),
+        None => None,
+    };
+    let admin_listener = match config.admin.listen {
+        Some(addr) => Some(bind(addr, "admin.listen").await?),
+        None => None,
+    };
+    raise_fd_limit(config.limits.max_connections);
+
+    let telemetry = Arc::new(Telemetry::new(config.log.access));
+    let hints = Arc::new(Hints::new(telemetry.clone()));
+    let tracker = TaskTracker::new();
+    let first = build_generation(initial, &telemetry, &hints, &tracker);
+    let server = Arc::new(Server {
+        current: ArcSwap::from_pointee(first),
+        telemetry,
+        hints,
+        tracker: tracker.clone(),
+        shutting_down: AtomicBool::new(false),
+    });
+
     tracing::info!(
         "listening on https://{https_addr} (HTTP/1.1 and HTTP/2), forwarding to {}",
         config.upstream.url
     );
-    let http = match config.listen.http {
-        Some(addr) => {
-            let listener = bind(addr, "listen.http").await?;
-            let addr = listener
-                .local_addr()
-                .map_err(|e| ServerError(e.to_string()))?;
-            tracing::info!("listening on http://{addr} (redirects to https)");
-            Some(listener)
-        }
-        None => None,
-    };
-
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let tracker = TaskTracker::new();
-
-    let mut http_builder = auto::Builder::new(TokioExecutor::new());
-    http_builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.limits.header_read_timeout)
-        .keep_alive(true);
-    http_builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(250);
-    let shared = Arc::new(Shared {
-        proxy: Proxy::new(&config),
-        acceptor: TlsAcceptor::from(tls),
-        http: http_builder,
-        handshake_timeout: config.limits.handshake_timeout,
-    });
-
     if let Some(listener) = http {
+        let addr = listener.local_addr().map_err(|e| ServerError(e.to_string()))?;
+        tracing::info!("listening on http://{addr} (redirects to https)");
         let redirect = RedirectToHttps {
             public_port: if config.listen.https_public_port != 0 {
                 config.listen.https_public_port
@@ -95,32 +200,27 @@ pub async fn run(config: Config, tls: Arc<ServerConfig>) -> Result<(), ServerErr
             },
             header_read_timeout: config.limits.header_read_timeout,
         };
-        tracker.spawn(accept_plain(
-            listener,
-            redirect,
-            shutdown_rx.clone(),
-            tracker.clone(),
-        ));
+        tracker.spawn(accept_plain(listener, redirect, shutdown_rx.clone(), tracker.clone()));
     }
-    tracker.spawn(accept_tls(
-        https,
-        https_addr,
-        shared,
-        shutdown_rx,
-        tracker.clone(),
-    ));
+    if let Some(listener) = admin_listener {
+        let addr = listener.local_addr().map_err(|e| ServerError(e.to_string()))?;
+        tracing::info!("admin endpoint on http://{addr} (/healthz, /readyz, /metrics)");
+        tokio::spawn(admin::serve(listener, server.clone()));
+    }
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    tracker.spawn(accept_tls(https, https_addr, server.clone(), connections, shutdown_rx));
+    tokio::spawn(reload::watch(server.clone(), loader));
 
-    wait_for_signal().await;
+    wait_for_shutdown_signal().await;
+    server.shutting_down.store(true, Ordering::Relaxed);
+    let grace = server.current().config.limits.shutdown_timeout;
     tracing::info!(
         "shutting down: no new connections; waiting up to {} for in-flight requests",
-        humantime::format_duration(config.limits.shutdown_timeout)
+        humantime::format_duration(grace)
     );
     let _ = shutdown_tx.send(true);
     tracker.close();
-    if tokio::time::timeout(config.limits.shutdown_timeout, tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("shutdown_timeout reached with connections still open; closing them");
     }
     tracing::info!("stopped");
@@ -133,14 +233,41 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, ServerError> {
         .map_err(|e| ServerError(format!("cannot listen on {addr} ({key}): {e}")))
 }
 
-async fn wait_for_signal() {
+/// Raises the soft open-files limit toward the hard one, so that
+/// `max_connections` (plus the upstream pool) is reachable.
+fn raise_fd_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        let wanted = (max_connections as u64).saturating_mul(2).saturating_add(256);
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return;
+            }
+            if (lim.rlim_cur as u64) < wanted {
+                let target = wanted.min(lim.rlim_max as u64);
+                lim.rlim_cur = target as libc::rlim_t;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && (lim.rlim_cur as u64) < wanted {
+                tracing::warn!(
+                    "open-files limit is {}: fewer than limits.max_connections = {max_connections} client connections can be served",
+                    lim.rlim_cur
+                );
+            }
+        }
+    }
+}
+
+async fn wait_for_shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
@@ -156,16 +283,30 @@ async fn wait_for_signal() {
 async fn accept_tls(
     listener: TcpListener,
     local: SocketAddr,
-    shared: Arc<Shared>,
+    server: Arc<Server>,
+    connections: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
-    tracker: TaskTracker,
 ) {
     loop {
+        // At max_connections, new connections wait in the kernel's backlog.
+        let permit = tokio::select! {
+            _ = shutdown.changed() => return,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         tokio::select! {
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tracker.spawn(serve_tls(stream, Connection { peer, local }, shared.clone(), shutdown.clone()));
+                    let conn = Connection { peer, local, tls_version: "" };
+                    let server2 = server.clone();
+                    let shutdown = shutdown.clone();
+                    server.tracker.spawn(async move {
+                        let _permit = permit;
+                        serve_tls(stream, conn, server2, shutdown).await;
+                    });
                 }
                 Err(e) => accept_error(e).await,
             },
@@ -179,57 +320,148 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-async fn serve_tls(
-    stream: TcpStream,
-    conn: Connection,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Decrements the open-connections gauge however the connection ends.
+struct OpenConnection<'a>(&'a Telemetry);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.open_connections.dec();
+    }
+}
+
+async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+    let generation = server.current();
+    let limits = generation.config.limits.clone();
+    server.telemetry.metrics.open_connections.inc();
+    let _open = OpenConnection(&server.telemetry);
     let _ = stream.set_nodelay(true);
+
     // A TLS connection starts with a handshake record (0x16); anything else is
     // most likely plain HTTP sent to the https port, which deserves an answer.
     let mut first = [0u8; 1];
-    match tokio::time::timeout(shared.handshake_timeout, stream.peek(&mut first)).await {
+    match tokio::time::timeout(limits.handshake_timeout, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == 0x16 => {}
         Ok(Ok(1)) => return answer_plain_http_on_tls_port(stream, conn.local).await,
         _ => return,
     }
-    let tls = match tokio::time::timeout(shared.handshake_timeout, shared.acceptor.accept(stream))
-        .await
-    {
+    let activity = Arc::new(AtomicU64::new(now_millis()));
+    let io = ActivityIo {
+        inner: stream,
+        last: activity.clone(),
+    };
+    let tls = match tokio::time::timeout(limits.handshake_timeout, generation.acceptor.accept(io)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
+            server.telemetry.metrics.tls_handshake_failures.inc();
             tracing::debug!(peer = %conn.peer, "TLS handshake failed: {e}");
             return;
         }
         Err(_) => {
+            server.telemetry.metrics.tls_handshake_failures.inc();
             tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
             return;
         }
     };
+    server.telemetry.metrics.tls_handshakes.inc();
+    conn.tls_version = match tls.get_ref().1.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "",
+    };
     let conn = Arc::new(conn);
     let service = {
-        let shared = shared.clone();
+        let server = server.clone();
         service_fn(move |req: Request<Incoming>| {
-            let shared = shared.clone();
+            // Each request takes the newest generation: a reload applies to
+            // the next request even on a kept-alive connection.
+            let generation = server.current();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(shared.proxy.handle(req, &conn).await) }
+            async move { Ok::<_, Infallible>(generation.proxy.handle(req, &conn).await) }
         })
     };
-    let connection = shared
+    let connection = generation
         .http
         .serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(connection);
-    tokio::select! {
-        res = connection.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!("connection ended with an error: {e}");
+    let idle = limits.idle_timeout;
+    let mut check_at = tokio::time::Instant::now() + idle;
+    loop {
+        tokio::select! {
+            res = connection.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!("connection ended with an error: {e}");
+                }
+                return;
+            }
+            _ = shutdown.changed() => break,
+            _ = tokio::time::sleep_until(check_at) => {
+                let quiet = Duration::from_millis(now_millis().saturating_sub(activity.load(Ordering::Relaxed)));
+                if quiet >= idle {
+                    break;
+                }
+                check_at = tokio::time::Instant::now() + (idle - quiet);
             }
         }
-        _ = shutdown.changed() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+    }
+    // Shutdown or idle: finish what is in flight, accept nothing new.
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+/// Milliseconds on a process-local monotonic clock.
+fn now_millis() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A socket that notes when bytes last moved, for the idle timeout.
+struct ActivityIo {
+    inner: TcpStream,
+    last: Arc<AtomicU64>,
+}
+
+impl AsyncRead for ActivityIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.store(now_millis(), Ordering::Relaxed);
         }
+        polled
+    }
+}
+
+impl AsyncWrite for ActivityIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.store(now_millis(), Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.store(now_millis(), Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -251,18 +483,12 @@ async fn answer_plain_http_on_tls_port(mut stream: TcpStream, local: SocketAddr)
         })
         .filter(|h| h.parse::<http::uri::Authority>().is_ok())
         .unwrap_or_else(|| format!("localhost:{}", local.port()));
-    let body = format!(
-        "400 Bad Request: this port speaks HTTPS, not plain HTTP.\nUse https://{host}/ instead.\n"
-    );
+    let body = format!("400 Bad Request: this port speaks HTTPS, not plain HTTP.\nUse https://{host}/ instead.\n");
     let response = format!(
         "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        stream.write_all(response.as_bytes()),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(response.as_bytes())).await;
     let _ = stream.shutdown().await;
 }
 
@@ -275,21 +501,13 @@ struct RedirectToHttps {
 
 impl RedirectToHttps {
     fn respond(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                req.headers()
-                    .get(HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            });
-        let Some((name, _)) = host
-            .as_deref()
-            .and_then(split_host_port)
-            .filter(|(n, _)| !n.is_empty())
-        else {
+        let host = req.uri().authority().map(|a| a.as_str().to_string()).or_else(|| {
+            req.headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
+        let Some((name, _)) = host.as_deref().and_then(split_host_port).filter(|(n, _)| !n.is_empty()) else {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "400 Bad Request: missing or invalid Host header",
@@ -303,10 +521,7 @@ impl RedirectToHttps {
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let location = format!("https://{name}{port}{target}");
         let Ok(value) = HeaderValue::from_str(&location) else {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "400 Bad Request: invalid request target",
-            );
+            return error_response(StatusCode::BAD_REQUEST, "400 Bad Request: invalid request target");
         };
         let mut resp = error_response(
             StatusCode::PERMANENT_REDIRECT,

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -45,11 +45,7 @@ fn err(path: &Path, message: impl Into<String>) -> TlsError {
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Builds the server configuration from a PEM chain and a PEM key.
-pub fn server_config(
-    cert: &Path,
-    key: &Path,
-    min_version: TlsVersion,
-) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(cert: &Path, key: &Path, min_version: TlsVersion) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = read_chain(cert)?;
     let key_der = read_key(key)?;
     let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
@@ -70,14 +66,12 @@ pub fn server_config(
         })?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     // Resumption by ticket as well as by the default in-memory session cache.
-    config.ticketer = rustls::crypto::ring::Ticketer::new()
-        .map_err(|e| err(cert, format!("session tickets: {e}")))?;
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| err(cert, format!("session tickets: {e}")))?;
     Ok(Arc::new(config))
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes =
-        fs::read(path).map_err(|e| err(path, format!("cannot read the certificate file: {e}")))?;
+    let bytes = fs::read(path).map_err(|e| err(path, format!("cannot read the certificate file: {e}")))?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| err(path, format!("is not a valid PEM certificate chain ({e})")))?;
@@ -91,8 +85,7 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes =
-        fs::read(path).map_err(|e| err(path, format!("cannot read the private key file: {e}")))?;
+    let bytes = fs::read(path).map_err(|e| err(path, format!("cannot read the private key file: {e}")))?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => err(
             path,
@@ -131,11 +124,7 @@ impl DevCerts {
 
 /// Reuses `cert.pem`/`key.pem` in `dir` when they exist and load; otherwise
 /// generates them (and the CA when absent).
-pub fn ensure_dev_certs(
-    dir: &Path,
-    hosts: &[String],
-    min_version: TlsVersion,
-) -> Result<DevCerts, TlsError> {
+pub fn ensure_dev_certs(dir: &Path, hosts: &[String], min_version: TlsVersion) -> Result<DevCerts, TlsError> {
     let mut found = DevCerts::in_dir(dir);
     if found.cert.exists()
         && found.key.exists()
@@ -156,29 +145,23 @@ pub fn generate_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsE
     let ca_key_path = dir.join("ca-key.pem");
 
     let (ca_cert, ca_key) = if out.ca.exists() && ca_key_path.exists() {
-        let key_pem = fs::read_to_string(&ca_key_path)
-            .map_err(|e| err(&ca_key_path, format!("cannot read the CA key: {e}")))?;
-        let key = KeyPair::from_pem(&key_pem)
-            .map_err(|e| err(&ca_key_path, format!("is not a usable CA key ({e})")))?;
-        let cert_pem = fs::read_to_string(&out.ca)
-            .map_err(|e| err(&out.ca, format!("cannot read the CA: {e}")))?;
+        let key_pem =
+            fs::read_to_string(&ca_key_path).map_err(|e| err(&ca_key_path, format!("cannot read the CA key: {e}")))?;
+        let key =
+            KeyPair::from_pem(&key_pem).map_err(|e| err(&ca_key_path, format!("is not a usable CA key ({e})")))?;
+        let cert_pem = fs::read_to_string(&out.ca).map_err(|e| err(&out.ca, format!("cannot read the CA: {e}")))?;
         let params = CertificateParams::from_ca_cert_pem(&cert_pem)
             .map_err(|e| err(&out.ca, format!("is not a usable CA certificate ({e})")))?;
         // Re-signing the parsed CA gives an issuer with the same name and key,
         // so the leaf chains to the ca.pem the user already trusts.
-        let cert = params.self_signed(&key).map_err(|e| {
-            err(
-                &out.ca,
-                format!("does not match {} ({e})", ca_key_path.display()),
-            )
-        })?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| err(&out.ca, format!("does not match {} ({e})", ca_key_path.display())))?;
         out.ca_reused = true;
         (cert, key)
     } else {
-        let key =
-            KeyPair::generate().map_err(|e| err(dir, format!("cannot generate a key: {e}")))?;
-        let mut params =
-            CertificateParams::new(Vec::<String>::new()).map_err(|e| err(dir, e.to_string()))?;
+        let key = KeyPair::generate().map_err(|e| err(dir, format!("cannot generate a key: {e}")))?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(dir, e.to_string()))?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "tlsfront development CA");
         dn.push(DnType::OrganizationName, "tlsfront");
@@ -200,10 +183,8 @@ pub fn generate_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsE
         (cert, key)
     };
 
-    let leaf_key =
-        KeyPair::generate().map_err(|e| err(dir, format!("cannot generate a key: {e}")))?;
-    let mut params =
-        CertificateParams::new(Vec::<String>::new()).map_err(|e| err(dir, e.to_string()))?;
+    let leaf_key = KeyPair::generate().map_err(|e| err(dir, format!("cannot generate a key: {e}")))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(dir, e.to_string()))?;
     params.subject_alt_names = hosts
         .iter()
         .map(|h| {
@@ -224,10 +205,7 @@ pub fn generate_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsE
         hosts.first().map(String::as_str).unwrap_or("localhost"),
     );
     params.distinguished_name = dn;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     // Browsers reject leaf certificates valid for more than 398 days.
@@ -248,10 +226,7 @@ pub fn generate_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsE
 /// From yesterday (clock skew) to `days` from now.
 fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
-    (
-        now - time::Duration::days(1),
-        now + time::Duration::days(days),
-    )
+    (now - time::Duration::days(1), now + time::Duration::days(days))
 }
 
 fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), TlsError> {
@@ -294,22 +269,14 @@ mod tests {
         let leaf_before = fs::read(&first.cert).unwrap();
         let second = generate_dev_certs(dir.path(), &["example.test".into()]).unwrap();
         assert!(second.ca_reused);
-        assert_eq!(
-            fs::read(&second.ca).unwrap(),
-            ca_before,
-            "the CA must not change"
-        );
+        assert_eq!(fs::read(&second.ca).unwrap(), ca_before, "the CA must not change");
         assert_ne!(fs::read(&second.cert).unwrap(), leaf_before);
         server_config(&second.cert, &second.key, TlsVersion::Tls13).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             for f in ["key.pem", "ca-key.pem"] {
-                let mode = fs::metadata(dir.path().join(f))
-                    .unwrap()
-                    .permissions()
-                    .mode()
-                    & 0o777;
+                let mode = fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
                 assert_eq!(mode, 0o600, "{f}");
             }
         }

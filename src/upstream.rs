@@ -1,7 +1,9 @@
 //! The pooled HTTP/1.1 client to the app.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -36,11 +38,7 @@ impl fmt::Display for UpstreamError {
         match self {
             UpstreamError::Connect(e) => write!(f, "cannot connect: {e}"),
             UpstreamError::Timeout(d) => {
-                write!(
-                    f,
-                    "no response headers within {}",
-                    humantime::format_duration(*d)
-                )
+                write!(f, "no response headers within {}", humantime::format_duration(*d))
             }
             UpstreamError::Protocol(e) => write!(f, "bad response: {e}"),
         }
@@ -54,6 +52,9 @@ pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
     response_timeout: Duration,
+    connect_timeout: Duration,
+    /// Unix milliseconds of the last response head from the app.
+    last_answer: Arc<AtomicU64>,
 }
 
 impl Upstream {
@@ -77,6 +78,8 @@ impl Upstream {
             scheme: cfg.url.scheme.clone(),
             authority: cfg.url.authority.clone(),
             response_timeout: cfg.response_timeout,
+            connect_timeout: cfg.connect_timeout,
+            last_answer: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -99,6 +102,26 @@ impl Upstream {
         Uri::from_parts(parts).expect("scheme, authority and path are all set")
     }
 
+    /// Notes that the app just answered (for readiness).
+    pub fn mark_answered(&self) {
+        self.last_answer.store(unix_millis(), Ordering::Relaxed);
+    }
+
+    /// Whether the app answered within `window`.
+    pub fn answered_within(&self, window: Duration) -> bool {
+        let last = self.last_answer.load(Ordering::Relaxed);
+        last != 0 && unix_millis().saturating_sub(last) <= window.as_millis() as u64
+    }
+
+    /// Whether a TCP connection to the app can be opened now.
+    pub async fn probe(&self) -> bool {
+        let addr = self.authority.as_str().to_string();
+        matches!(
+            tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr)).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// Sends a request and waits for the response head, within `response_timeout`.
     pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
@@ -108,6 +131,12 @@ impl Upstream {
             Ok(Err(e)) => Err(UpstreamError::Protocol(error_chain(&e))),
         }
     }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// "a: b: c" from an error and its sources, for one readable log line.

@@ -67,20 +67,11 @@ fn broken_configs_exit_2_with_file_line_key_and_expectation() {
     let cases: &[(&str, &[&str])] = &[
         (
             "[listen]\nhtps = \"0.0.0.0:8443\"\n",
-            &[
-                "bad.toml",
-                "line 2, column 1",
-                "listen.htps",
-                "did you mean `https`",
-            ],
+            &["bad.toml", "line 2, column 1", "listen.htps", "did you mean `https`"],
         ),
         (
             "[upstream]\nconnect_timeout = \"5 parsecs\"\n",
-            &[
-                "line 2, column 19",
-                "upstream.connect_timeout",
-                "expected like \"5s\"",
-            ],
+            &["line 2, column 19", "upstream.connect_timeout", "expected like \"5s\""],
         ),
         (
             "[forwarded]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
@@ -104,10 +95,7 @@ fn broken_configs_exit_2_with_file_line_key_and_expectation() {
         for w in *wanted {
             assert!(err.contains(w), "expected {w:?} in: {err}");
         }
-        assert!(
-            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-            "{err}"
-        );
+        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
         // `run` refuses the same config the same way.
         let o = tlsfront(dir.path(), &["run", "-c", "bad.toml"]);
@@ -152,9 +140,7 @@ fn cert_writes_ca_and_leaf_and_reuses_the_ca() {
     let ca = std::fs::read(out.join("ca.pem")).unwrap();
     let o = tlsfront(
         dir.path(),
-        &[
-            "cert", "--out", "out", "--host", "app.test", "--host", "10.0.0.1",
-        ],
+        &["cert", "--out", "out", "--host", "app.test", "--host", "10.0.0.1"],
     );
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("reused"), "{}", stdout(&o));
@@ -172,12 +158,8 @@ fn cert_writes_ca_and_leaf_and_reuses_the_ca() {
 #[test]
 fn mismatched_cert_and_key_exit_2_naming_the_files() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(tlsfront(dir.path(), &["cert", "--out", "a"])
-        .status
-        .success());
-    assert!(tlsfront(dir.path(), &["cert", "--out", "b"])
-        .status
-        .success());
+    assert!(tlsfront(dir.path(), &["cert", "--out", "a"]).status.success());
+    assert!(tlsfront(dir.path(), &["cert", "--out", "b"]).status.success());
     let o = tlsfront(
         dir.path(),
         &[
@@ -192,10 +174,7 @@ fn mismatched_cert_and_key_exit_2_naming_the_files() {
     );
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
-    assert!(
-        err.contains("b/key.pem") && err.contains("a/cert.pem"),
-        "{err}"
-    );
+    assert!(err.contains("b/key.pem") && err.contains("a/cert.pem"), "{err}");
     std::fs::write(dir.path().join("garbage.pem"), "not a pem").unwrap();
     let o = tlsfront(
         dir.path(),

@@ -36,19 +36,13 @@ async fn http1_forwards_the_truth_to_the_app() {
         .unwrap();
     let (parts, body) = c.text(req).await;
     assert_eq!(parts.status, 200, "{body}");
-    assert!(
-        body.starts_with("GET /echo/path?q=1&r=%2F HTTP/1.1\n"),
-        "{body}"
-    );
+    assert!(body.starts_with("GET /echo/path?q=1&r=%2F HTTP/1.1\n"), "{body}");
     let h = echoed_headers(&body);
     let port = proxy.port.to_string();
     assert_eq!(echoed(&h, "host"), vec![format!("localhost:{port}")]);
     assert_eq!(echoed(&h, "x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(echoed(&h, "x-forwarded-proto"), vec!["https"]);
-    assert_eq!(
-        echoed(&h, "x-forwarded-host"),
-        vec![format!("localhost:{port}")]
-    );
+    assert_eq!(echoed(&h, "x-forwarded-host"), vec![format!("localhost:{port}")]);
     assert_eq!(echoed(&h, "x-forwarded-port"), vec![port.as_str()]);
     for gone in [
         "x-real-ip",
@@ -59,15 +53,9 @@ async fn http1_forwards_the_truth_to_the_app() {
         "proxy-authorization",
         "connection",
     ] {
-        assert!(
-            echoed(&h, gone).is_empty(),
-            "{gone} reached the app: {body}"
-        );
+        assert!(echoed(&h, gone).is_empty(), "{gone} reached the app: {body}");
     }
-    assert!(
-        !body.contains("6.6.6.6") && !body.contains("evil"),
-        "{body}"
-    );
+    assert!(!body.contains("6.6.6.6") && !body.contains("evil"), "{body}");
 }
 
 #[tokio::test]
@@ -86,34 +74,22 @@ async fn http2_becomes_valid_http1_upstream() {
     assert_eq!(parts.status, 200);
     assert!(body.starts_with("GET /echo/h2 HTTP/1.1\n"), "{body}");
     let h = echoed_headers(&body);
-    assert_eq!(
-        echoed(&h, "host"),
-        vec![format!("localhost:{}", proxy.port)]
-    );
+    assert_eq!(echoed(&h, "host"), vec![format!("localhost:{}", proxy.port)]);
     assert_eq!(echoed(&h, "cookie"), vec!["a=1; b=2"]);
     assert_eq!(echoed(&h, "x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(echoed(&h, "x-real-ip"), vec!["127.0.0.1"]);
     assert_eq!(
         echoed(&h, "forwarded"),
-        vec![format!(
-            "for=127.0.0.1;proto=https;host=\"localhost:{}\"",
-            proxy.port
-        )]
+        vec![format!("for=127.0.0.1;proto=https;host=\"localhost:{}\"", proxy.port)]
     );
-    assert!(
-        !body.contains(":authority") && !body.contains(":path"),
-        "{body}"
-    );
+    assert!(!body.contains(":authority") && !body.contains(":path"), "{body}");
     assert!(!body.contains("6.6.6.6"));
 }
 
 #[tokio::test]
 async fn trusted_proxy_keeps_outer_https_and_extends_the_chain() {
     let up = Upstream::start().await;
-    let proxy = Proxy::start(
-        "[forwarded]\ntrusted_proxies = [\"127.0.0.0/8\"]\n",
-        up.addr,
-    );
+    let proxy = Proxy::start("[forwarded]\ntrusted_proxies = [\"127.0.0.0/8\"]\n", up.addr);
     let mut c = Client::connect(&proxy, false).await;
     let req = get(&proxy, "/echo", false)
         .header("x-forwarded-for", "198.51.100.7")
@@ -124,10 +100,7 @@ async fn trusted_proxy_keeps_outer_https_and_extends_the_chain() {
         .unwrap();
     let (_, body) = c.text(req).await;
     let h = echoed_headers(&body);
-    assert_eq!(
-        echoed(&h, "x-forwarded-for"),
-        vec!["198.51.100.7, 127.0.0.1"]
-    );
+    assert_eq!(echoed(&h, "x-forwarded-for"), vec!["198.51.100.7, 127.0.0.1"]);
     assert_eq!(echoed(&h, "x-forwarded-proto"), vec!["https"]);
     assert_eq!(echoed(&h, "x-forwarded-host"), vec!["www.example.com"]);
     assert_eq!(echoed(&h, "x-forwarded-port"), vec!["443"]);
@@ -139,9 +112,7 @@ async fn set_cookie_is_hardened_and_redirects_fixed() {
     let proxy = Proxy::start("[cookies]\nhttp_only_except = [\"csrftoken\"]\n", up.addr);
     for h2 in [false, true] {
         let mut c = Client::connect(&proxy, h2).await;
-        let (parts, _) = c
-            .text(get(&proxy, "/cookies", h2).body(empty()).unwrap())
-            .await;
+        let (parts, _) = c.text(get(&proxy, "/cookies", h2).body(empty()).unwrap()).await;
         let cookies: Vec<_> = parts
             .headers
             .get_all("set-cookie")
@@ -158,31 +129,16 @@ async fn set_cookie_is_hardened_and_redirects_fixed() {
             ],
             "h2={h2}"
         );
-        let (parts, _) = c
-            .text(get(&proxy, "/redirect", h2).body(empty()).unwrap())
-            .await;
+        let (parts, _) = c.text(get(&proxy, "/redirect", h2).body(empty()).unwrap()).await;
         assert_eq!(parts.status, 302);
         let public = format!("https://localhost:{}", proxy.port);
-        assert_eq!(
-            parts.headers["location"],
-            format!("{public}/next?a=1").as_str()
-        );
-        assert_eq!(
-            parts.headers["refresh"],
-            format!("0; url={public}/later").as_str()
-        );
+        assert_eq!(parts.headers["location"], format!("{public}/next?a=1").as_str());
+        assert_eq!(parts.headers["refresh"], format!("0; url={public}/later").as_str());
         assert_eq!(parts.headers["content-location"], "/relative");
         let (parts, _) = c
-            .text(
-                get(&proxy, "/redirect-elsewhere", h2)
-                    .body(empty())
-                    .unwrap(),
-            )
+            .text(get(&proxy, "/redirect-elsewhere", h2).body(empty()).unwrap())
             .await;
-        assert_eq!(
-            parts.headers["location"],
-            "https://accounts.example.com/login"
-        );
+        assert_eq!(parts.headers["location"], "https://accounts.example.com/login");
         let (parts, body) = c.text(get(&proxy, "/hop", h2).body(empty()).unwrap()).await;
         assert_eq!(body, "hop\n");
         for gone in ["x-internal", "keep-alive", "proxy-authenticate"] {
@@ -213,18 +169,14 @@ async fn upstream_down_is_502_and_slow_is_504() {
     let proxy = Proxy::start("[upstream]\nresponse_timeout = \"500ms\"\n", up.addr);
     let mut c = Client::connect(&proxy, true).await;
     let started = Instant::now();
-    let (parts, body) = c
-        .text(get(&proxy, "/slow", true).body(empty()).unwrap())
-        .await;
+    let (parts, body) = c.text(get(&proxy, "/slow", true).body(empty()).unwrap()).await;
     assert_eq!(parts.status, 504, "{body}");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "504 must come at response_timeout"
     );
     // The connection is still usable afterwards.
-    let (parts, _) = c
-        .text(get(&proxy, "/echo", true).body(empty()).unwrap())
-        .await;
+    let (parts, _) = c.text(get(&proxy, "/echo", true).body(empty()).unwrap()).await;
     assert_eq!(parts.status, 200);
 }
 
@@ -269,9 +221,7 @@ async fn server_sent_events_arrive_as_sent() {
     let up = Upstream::start().await;
     let proxy = Proxy::start("", up.addr);
     let mut c = Client::connect(&proxy, false).await;
-    let resp = c
-        .send(get(&proxy, "/sse", false).body(empty()).unwrap())
-        .await;
+    let resp = c.send(get(&proxy, "/sse", false).body(empty()).unwrap()).await;
     let mut body = resp.into_body();
     // The second event is only sent once we have seen the first: a proxy
     // that buffered would time out here.
@@ -344,11 +294,9 @@ async fn http_listener_redirects_to_https() {
         up.addr,
     );
     let mut s = tokio::net::TcpStream::connect(free).await.unwrap();
-    s.write_all(
-        b"GET /a/b?c=d HTTP/1.1\r\nHost: www.example.com:8080\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    s.write_all(b"GET /a/b?c=d HTTP/1.1\r\nHost: www.example.com:8080\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
         .await
@@ -369,16 +317,11 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     let proxy = Proxy::start("", up.addr);
     let mut c = Client::connect(&proxy, false).await;
     let pending = tokio::spawn(async move {
-        let req = Request::get("/slow")
-            .header("host", "localhost")
-            .body(empty())
-            .unwrap();
+        let req = Request::get("/slow").header("host", "localhost").body(empty()).unwrap();
         c.text(req).await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = tokio::task::spawn_blocking(move || proxy.terminate())
-        .await
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || proxy.terminate()).await.unwrap();
     let (parts, body) = pending.await.unwrap();
     assert_eq!(parts.status, 200);
     assert_eq!(body, "slow\n");

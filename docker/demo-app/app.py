@@ -20,12 +20,21 @@ Environment:
     DEMO_PASSWORD         demo password (wonderland)
     DEMO_COOKIE_SECURE=1  make the app itself set Secure on its cookies
                           (off by default: the proxy is expected to add it)
+
+WebSocket endpoints (Flask-Sock, on top of simple-websocket):
+    /ws          no login; echoes every message back exactly, except the text
+                 message ``whoami``, answered with a JSON object describing
+                 the handshake request as the app sees it (after ProxyFix)
+    /ws-private  login required; sends ``hello <username>`` on connect, or
+                 closes with 1008 (policy violation) if not authenticated
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import os
+import socket
 import threading
 
 from flask import (
@@ -43,6 +52,7 @@ from flask_login import (
     login_user,
     logout_user,
 )
+from flask_sock import Sock
 from markupsafe import Markup
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -95,6 +105,8 @@ app.wsgi_app = ProxyFix(
 
 login_manager = LoginManager(app)
 login_manager.login_view = "login"
+
+sock = Sock(app)
 
 
 class User(UserMixin):
@@ -330,6 +342,89 @@ def whoami():
             "proxy_fix_orig": request.environ.get("werkzeug.proxy_fix.orig"),
         }
     )
+
+
+def ws_whoami() -> str:
+    """The WebSocket handshake request as the app sees it (after ProxyFix).
+
+    Note: Werkzeug's *router* treats an upgrade request as scheme ``ws`` /
+    ``wss`` (that is how it matches websocket rules), but ``request.scheme``
+    and ``request.url`` come from ``wsgi.url_scheme``, which ProxyFix sets
+    from X-Forwarded-Proto: behind a TLS proxy they read ``https``.
+    """
+    return json.dumps(
+        {
+            "scheme": request.scheme,
+            "url": request.url,
+            "remote_addr": request.remote_addr,
+            "host": request.host,
+            "x_forwarded_proto": request.headers.get("X-Forwarded-Proto"),
+            "is_secure": request.is_secure,
+        }
+    )
+
+
+def _end_werkzeug_websocket(ws) -> None:
+    """Finish a WebSocket session on Werkzeug's dev server without garbage.
+
+    Flask-Sock answers the handshake on the raw socket itself, but once the
+    handler returns, Werkzeug's dev server still writes a plain
+    ``HTTP/1.1 200 OK`` response onto that same socket -- i.e. *after* the
+    WebSocket close frame, where clients see it as an invalid frame (known
+    Flask-Sock issue; browsers report "Invalid frame header"). So: wait for the
+    close handshake to finish (simple-websocket's reader thread sends the
+    reply to a client's close frame, or reads the client's reply to ours),
+    then shut the socket's write side. The client gets the close frame and
+    then EOF, and Werkzeug's stray response fails with EPIPE, which it treats
+    as a dropped connection and ignores.
+    """
+    if getattr(ws, "mode", None) != "werkzeug":
+        return
+    try:
+        if ws.connected:
+            ws.close()
+    except Exception:  # already closed
+        pass
+    ws.thread.join(timeout=5)
+    try:
+        request.environ["werkzeug.socket"].shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+@sock.route("/ws")
+def ws_echo(ws):
+    try:
+        while True:
+            message = ws.receive()
+            if message is None:  # connection closed
+                return
+            if message == "whoami":
+                ws.send(ws_whoami())
+            else:
+                ws.send(message)
+    finally:
+        _end_werkzeug_websocket(ws)
+
+
+# RFC 6455 close code 1008: policy violation (here: not logged in).
+WS_CLOSE_POLICY_VIOLATION = 1008
+
+
+@sock.route("/ws-private")
+def ws_private(ws):
+    try:
+        if not current_user.is_authenticated:
+            ws.close(reason=WS_CLOSE_POLICY_VIOLATION, message="login required")
+            return
+        ws.send(f"hello {current_user.name}")
+        while True:
+            message = ws.receive()
+            if message is None:
+                return
+            ws.send(message)
+    finally:
+        _end_werkzeug_websocket(ws)
 
 
 @app.get("/healthz")

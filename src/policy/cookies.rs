@@ -35,11 +35,7 @@ impl From<&config::Cookies> for CookiePolicy {
                 config::SameSite::Strict => Some("Strict"),
                 config::SameSite::None => Some("None"),
             },
-            http_only_except: c
-                .http_only_except
-                .iter()
-                .map(|n| n.as_bytes().to_vec())
-                .collect(),
+            http_only_except: c.http_only_except.iter().map(|n| n.as_bytes().to_vec()).collect(),
         }
     }
 }
@@ -63,20 +59,22 @@ impl Hardening {
 }
 
 /// Hardens every `Set-Cookie` in a response, in place and in order.
-/// Returns how many headers were changed.
-pub fn harden_response(headers: &mut HeaderMap, policy: &CookiePolicy) -> usize {
-    let mut changed = 0;
+/// Returns what was added to any of them.
+pub fn harden_response(headers: &mut HeaderMap, policy: &CookiePolicy) -> Hardening {
+    let mut all = Hardening::default();
     if let http::header::Entry::Occupied(mut entry) = headers.entry(SET_COOKIE) {
         for value in entry.iter_mut() {
-            if let Some((new, _)) = harden(value.as_bytes(), policy) {
+            if let Some((new, added)) = harden(value.as_bytes(), policy) {
                 if let Ok(v) = HeaderValue::from_bytes(&new) {
                     *value = v;
-                    changed += 1;
+                    all.added_secure |= added.added_secure;
+                    all.added_http_only |= added.added_http_only;
+                    all.added_same_site |= added.added_same_site;
                 }
             }
         }
     }
-    changed
+    all
 }
 
 /// The parts of a Set-Cookie value that hardening needs to know.
@@ -93,8 +91,8 @@ struct Attributes<'a> {
 /// attributes it lacked.
 pub fn harden(value: &[u8], policy: &CookiePolicy) -> Option<(Vec<u8>, Hardening)> {
     let attrs = parse(value)?;
-    let is_prefixed = starts_with_ignore_case(attrs.name, b"__Secure-")
-        || starts_with_ignore_case(attrs.name, b"__Host-");
+    let is_prefixed =
+        starts_with_ignore_case(attrs.name, b"__Secure-") || starts_with_ignore_case(attrs.name, b"__Host-");
     let add_same_site = match (attrs.same_site, policy.same_site) {
         (None, Some(v)) => Some(v),
         _ => None,
@@ -104,12 +102,8 @@ pub fn harden(value: &[u8], policy: &CookiePolicy) -> Option<(Vec<u8>, Hardening
         None => add_same_site == Some("None"),
     };
     let add_secure = !attrs.secure && (policy.secure || same_site_none || is_prefixed);
-    let add_http_only = !attrs.http_only
-        && policy.http_only
-        && !policy
-            .http_only_except
-            .iter()
-            .any(|n| n.as_slice() == attrs.name);
+    let add_http_only =
+        !attrs.http_only && policy.http_only && !policy.http_only_except.iter().any(|n| n.as_slice() == attrs.name);
     let hardening = Hardening {
         added_secure: add_secure,
         added_http_only: add_http_only,
@@ -148,18 +142,12 @@ pub fn harden(value: &[u8], policy: &CookiePolicy) -> Option<(Vec<u8>, Hardening
 fn parse(value: &[u8]) -> Option<Attributes<'_>> {
     let eq = value.iter().position(|&b| b == b'=')?;
     let name = trim(&value[..eq]);
-    if name.is_empty()
-        || name.contains(&b';')
-        || name.iter().any(|&b| b == b'"' || b < 0x20 || b == 0x7f)
-    {
+    if name.is_empty() || name.contains(&b';') || name.iter().any(|&b| b == b'"' || b < 0x20 || b == 0x7f) {
         return None;
     }
     // The cookie value may be quoted; a `;` inside quotes is not a separator.
     let rest = &value[eq + 1..];
-    let value_start = rest
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(rest.len());
+    let value_start = rest.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(rest.len());
     let search_from = if rest.get(value_start) == Some(&b'"') {
         rest[value_start + 1..]
             .iter()
@@ -192,10 +180,7 @@ fn parse(value: &[u8]) -> Option<Attributes<'_>> {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(s.len());
+    let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
     let end = s
         .iter()
         .rposition(|&b| b != b' ' && b != b'\t')
@@ -204,10 +189,7 @@ fn trim(s: &[u8]) -> &[u8] {
 }
 
 fn trim_end(s: &[u8]) -> &[u8] {
-    let end = s
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(0, |e| e + 1);
+    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(0, |e| e + 1);
     &s[..end]
 }
 
@@ -330,10 +312,7 @@ mod tests {
             assert_eq!(once, twice, "input: {input}");
             let lower = once.to_ascii_lowercase();
             for flag in ["; secure", "; httponly", "; samesite"] {
-                assert!(
-                    lower.matches(flag).count() <= 1,
-                    "{flag} duplicated in {once}"
-                );
+                assert!(lower.matches(flag).count() <= 1, "{flag} duplicated in {once}");
             }
         }
     }
@@ -342,10 +321,7 @@ mod tests {
     fn prefix_is_kept_byte_for_byte() {
         let p = default_policy();
         for (input, _) in CASES {
-            assert!(
-                hardened(input, &p).starts_with(input.trim_end()),
-                "input: {input}"
-            );
+            assert!(hardened(input, &p).starts_with(input.trim_end()), "input: {input}");
         }
     }
 
@@ -373,15 +349,9 @@ mod tests {
             same_site: None,
             http_only_except: vec![],
         };
-        assert_eq!(
-            hardened("__Host-id=1; Path=/", &p),
-            "__Host-id=1; Path=/; Secure"
-        );
+        assert_eq!(hardened("__Host-id=1; Path=/", &p), "__Host-id=1; Path=/; Secure");
         assert_eq!(hardened("__Secure-id=1", &p), "__Secure-id=1; Secure");
-        assert_eq!(
-            hardened("x=1; SameSite=None", &p),
-            "x=1; SameSite=None; Secure"
-        );
+        assert_eq!(hardened("x=1; SameSite=None", &p), "x=1; SameSite=None; Secure");
         assert_eq!(hardened("x=1", &p), "x=1");
     }
 
@@ -389,21 +359,14 @@ mod tests {
     fn response_headers_stay_separate_and_in_order() {
         let mut h = HeaderMap::new();
         h.append(SET_COOKIE, HeaderValue::from_static("a=1"));
-        h.append(
-            SET_COOKIE,
-            HeaderValue::from_static("b=2; Secure; HttpOnly"),
-        );
+        h.append(SET_COOKIE, HeaderValue::from_static("b=2; Secure; HttpOnly"));
         h.append(
             SET_COOKIE,
             HeaderValue::from_static("c=3; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
         );
-        let changed = harden_response(&mut h, &default_policy());
-        assert_eq!(changed, 2);
-        let all: Vec<_> = h
-            .get_all(SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect();
+        let added = harden_response(&mut h, &default_policy());
+        assert!(added.added_secure && added.added_http_only && !added.added_same_site);
+        let all: Vec<_> = h.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(
             all,
             vec![

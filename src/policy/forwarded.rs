@@ -114,11 +114,7 @@ pub struct ClientView {
 }
 
 /// Rewrites the request's forwarding headers. Returns the client as seen.
-pub fn apply(
-    headers: &mut HeaderMap,
-    policy: &ForwardedPolicy,
-    origin: &RequestOrigin<'_>,
-) -> ClientView {
+pub fn apply(headers: &mut HeaderMap, policy: &ForwardedPolicy, origin: &RequestOrigin<'_>) -> ClientView {
     let peer = origin.peer.to_canonical();
     let trusted = policy.trusted.contains(peer);
     if !trusted {
@@ -330,19 +326,13 @@ mod tests {
     fn spoofed() -> HeaderMap {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
-        h.append(
-            "x-forwarded-for",
-            HeaderValue::from_static("7.7.7.7, 8.8.8.8"),
-        );
+        h.append("x-forwarded-for", HeaderValue::from_static("7.7.7.7, 8.8.8.8"));
         h.append("x-forwarded-proto", HeaderValue::from_static("http"));
         h.append("x-forwarded-host", HeaderValue::from_static("evil.example"));
         h.append("x-forwarded-port", HeaderValue::from_static("80"));
         h.append("x-forwarded-prefix", HeaderValue::from_static("/evil"));
         h.append("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        h.append(
-            "forwarded",
-            HeaderValue::from_static("for=6.6.6.6;proto=http"),
-        );
+        h.append("forwarded", HeaderValue::from_static("for=6.6.6.6;proto=http"));
         h.append("x-forwarded-ssl", HeaderValue::from_static("off"));
         h
     }
@@ -377,10 +367,7 @@ mod tests {
         );
         assert!(h.get("x-forwarded-prefix").is_none());
         assert!(h.get("x-forwarded-ssl").is_none());
-        let all: String = h
-            .iter()
-            .map(|(_, v)| v.to_str().unwrap().to_string())
-            .collect();
+        let all: String = h.iter().map(|(_, v)| v.to_str().unwrap().to_string()).collect();
         assert!(!all.contains("6.6.6.6") && !all.contains("evil") && !all.contains("8.8.8.8"));
     }
 
@@ -416,15 +403,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.4"));
         h.append("x-forwarded-proto", HeaderValue::from_static("https, http"));
-        h.append(
-            "x-forwarded-host",
-            HeaderValue::from_static("www.example.com"),
-        );
+        h.append("x-forwarded-host", HeaderValue::from_static("www.example.com"));
         h.append("x-forwarded-port", HeaderValue::from_static("443"));
-        h.append(
-            "forwarded",
-            HeaderValue::from_static("for=198.51.100.4;proto=https"),
-        );
+        h.append("forwarded", HeaderValue::from_static("for=198.51.100.4;proto=https"));
         let origin = RequestOrigin {
             peer: "10.1.2.3".parse().unwrap(),
             host: &HOST,
@@ -494,10 +475,7 @@ mod tests {
             real_client("[2001:db8::1]:4711, 10.0.0.1", &t),
             Some("2001:db8::1".parse().unwrap())
         );
-        assert_eq!(
-            real_client("10.0.0.3, 10.0.0.1", &t),
-            Some("10.0.0.3".parse().unwrap())
-        );
+        assert_eq!(real_client("10.0.0.3, 10.0.0.1", &t), Some("10.0.0.3".parse().unwrap()));
     }
 
     #[test]

@@ -3,5 +3,6 @@
 
 pub mod cookies;
 pub mod forwarded;
+pub mod headers;
 pub mod hop;
 pub mod redirects;

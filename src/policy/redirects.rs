@@ -30,23 +30,23 @@ pub struct Rewrite {
     pub header: &'static str,
     /// The URL the app sent.
     pub from: String,
+    /// It pointed at the upstream's own address (else: the public host over http).
+    pub to_upstream: bool,
 }
 
 /// Rewrites the redirect headers of a response in place.
 pub fn rewrite_response(headers: &mut HeaderMap, ctx: &RedirectContext<'_>) -> Vec<Rewrite> {
     let mut done = Vec::new();
-    for (name, label) in [
-        (&LOCATION, "Location"),
-        (&CONTENT_LOCATION, "Content-Location"),
-    ] {
+    for (name, label) in [(&LOCATION, "Location"), (&CONTENT_LOCATION, "Content-Location")] {
         if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            if let Some(new) = rewrite_url(value, ctx) {
+            if let Some((new, to_upstream)) = rewrite(value, ctx) {
                 let from = value.to_string();
                 if let Ok(v) = HeaderValue::from_str(&new) {
                     headers.insert(name.clone(), v);
                     done.push(Rewrite {
                         header: label,
                         from,
+                        to_upstream,
                     });
                 }
             }
@@ -57,9 +57,11 @@ pub fn rewrite_response(headers: &mut HeaderMap, ctx: &RedirectContext<'_>) -> V
             let from = value.to_string();
             if let Ok(v) = HeaderValue::from_str(&new) {
                 headers.insert(REFRESH.clone(), v);
+                let to_upstream = from.contains(ctx.upstream.as_str());
                 done.push(Rewrite {
                     header: "Refresh",
                     from,
+                    to_upstream,
                 });
             }
         }
@@ -87,16 +89,16 @@ pub fn rewrite_refresh(value: &str, ctx: &RedirectContext<'_>) -> Option<String>
     }
     let url = value[start..end].trim_end();
     let new = rewrite_url(url, ctx)?;
-    Some(format!(
-        "{}{}{}",
-        &value[..start],
-        new,
-        &value[start + url.len()..]
-    ))
+    Some(format!("{}{}{}", &value[..start], new, &value[start + url.len()..]))
 }
 
 /// Rewrites one URL; `None` when it must stay as it is.
 pub fn rewrite_url(url: &str, ctx: &RedirectContext<'_>) -> Option<String> {
+    rewrite(url, ctx).map(|(new, _)| new)
+}
+
+/// The new URL, and whether the old one pointed at the upstream's own address.
+fn rewrite(url: &str, ctx: &RedirectContext<'_>) -> Option<(String, bool)> {
     let (scheme, rest) = if let Some(r) = strip_prefix_ignore_case(url, "http://") {
         (Some("http"), r)
     } else if let Some(r) = strip_prefix_ignore_case(url, "https://") {
@@ -130,13 +132,12 @@ pub fn rewrite_url(url: &str, ctx: &RedirectContext<'_>) -> Option<String> {
         out.push_str(&ctx.public_port.to_string());
     }
     out.push_str(tail);
-    (out != url).then_some(out)
+    (out != url).then_some((out, is_upstream))
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len()
-        && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()))
-    .then(|| &s[prefix.len()..])
+    (s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()))
+        .then(|| &s[prefix.len()..])
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`. Host keeps brackets.
@@ -159,9 +160,7 @@ pub fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 
 fn is_loopback_name(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -244,10 +243,7 @@ mod tests {
     fn ipv6_public_host() {
         let up: Authority = "127.0.0.1:8000".parse().unwrap();
         let c = ctx(&up, "[::1]", 8443);
-        assert_eq!(
-            rewrite_url("http://[::1]/x", &c).unwrap(),
-            "https://[::1]:8443/x"
-        );
+        assert_eq!(rewrite_url("http://[::1]/x", &c).unwrap(), "https://[::1]:8443/x");
     }
 
     #[test]
@@ -275,15 +271,9 @@ mod tests {
         let up: Authority = "127.0.0.1:8000".parse().unwrap();
         let c = ctx(&up, "localhost", 8443);
         let mut h = HeaderMap::new();
-        h.insert(
-            LOCATION,
-            HeaderValue::from_static("http://127.0.0.1:8000/login"),
-        );
+        h.insert(LOCATION, HeaderValue::from_static("http://127.0.0.1:8000/login"));
         h.insert(CONTENT_LOCATION, HeaderValue::from_static("/relative"));
-        h.insert(
-            "refresh",
-            HeaderValue::from_static("1; url=http://localhost:8443/x"),
-        );
+        h.insert("refresh", HeaderValue::from_static("1; url=http://localhost:8443/x"));
         let done = rewrite_response(&mut h, &c);
         assert_eq!(done.len(), 2);
         assert_eq!(h[LOCATION], "https://localhost:8443/login");

@@ -87,18 +87,10 @@ impl Proxy {
             Ok(p) => p,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "tlsfront did not report its port; log:\n{}",
-                    log.lock().unwrap()
-                );
+                panic!("tlsfront did not report its port; log:\n{}", log.lock().unwrap());
             }
         };
-        Proxy {
-            child,
-            port,
-            dir,
-            log,
-        }
+        Proxy { child, port, dir, log }
     }
 
     /// Everything it logged so far.
@@ -124,10 +116,7 @@ impl Proxy {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "tlsfront did not exit after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "tlsfront did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -154,22 +143,17 @@ pub fn connector(ca: &Path, alpn: &[&[u8]]) -> TlsConnector {
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     TlsConnector::from(Arc::new(config))
 }
 
 /// A TLS stream to the proxy, verified for `localhost`.
-pub async fn tls_stream(
-    proxy: &Proxy,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
+pub async fn tls_stream(proxy: &Proxy, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
     let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
     connector(&proxy.ca(), alpn)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -189,10 +173,9 @@ impl Client {
         let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
         let io = TokioIo::new(tls_stream(proxy, alpn).await);
         if h2 {
-            let (send, conn) =
-                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                    .await
-                    .unwrap();
+            let (send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
             tokio::spawn(conn);
             Client::H2(send)
         } else {

@@ -37,10 +37,7 @@ struct Repeat {
 impl Body for Repeat {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
@@ -56,10 +53,7 @@ struct Channel(mpsc::Receiver<Bytes>);
 impl Body for Channel {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -96,11 +90,7 @@ impl Upstream {
     }
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    own: SocketAddr,
-    gate: Arc<Notify>,
-) -> Result<Response<TestBody>, Infallible> {
+async fn handle(req: Request<Incoming>, own: SocketAddr, gate: Arc<Notify>) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_string();
     let resp = match path.as_str() {
         "/cookies" => {
@@ -117,24 +107,17 @@ async fn handle(
         }
         "/redirect" => {
             let mut r = text(StatusCode::FOUND, String::new());
-            r.headers_mut().insert(
-                "location",
-                format!("http://{own}/next?a=1").parse().unwrap(),
-            );
-            r.headers_mut().insert(
-                "refresh",
-                format!("0; url=http://{own}/later").parse().unwrap(),
-            );
             r.headers_mut()
-                .insert("content-location", "/relative".parse().unwrap());
+                .insert("location", format!("http://{own}/next?a=1").parse().unwrap());
+            r.headers_mut()
+                .insert("refresh", format!("0; url=http://{own}/later").parse().unwrap());
+            r.headers_mut().insert("content-location", "/relative".parse().unwrap());
             r
         }
         "/redirect-elsewhere" => {
             let mut r = text(StatusCode::FOUND, String::new());
-            r.headers_mut().insert(
-                "location",
-                "https://accounts.example.com/login".parse().unwrap(),
-            );
+            r.headers_mut()
+                .insert("location", "https://accounts.example.com/login".parse().unwrap());
             r
         }
         "/slow" => {
@@ -174,9 +157,7 @@ async fn handle(
             while let Some(frame) = body.frame().await {
                 match frame {
                     Ok(f) => total += f.data_ref().map_or(0, |d| d.len() as u64),
-                    Err(e) => {
-                        return Ok(text(StatusCode::BAD_REQUEST, format!("body error: {e}\n")))
-                    }
+                    Err(e) => return Ok(text(StatusCode::BAD_REQUEST, format!("body error: {e}\n"))),
                 }
             }
             text(StatusCode::OK, format!("{total}\n"))
@@ -197,18 +178,9 @@ async fn handle(
             // Echo: request line, headers in order, body size.
             let mut out = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
             for (n, v) in req.headers() {
-                out.push_str(&format!(
-                    "{}: {}\n",
-                    n,
-                    String::from_utf8_lossy(v.as_bytes())
-                ));
+                out.push_str(&format!("{}: {}\n", n, String::from_utf8_lossy(v.as_bytes())));
             }
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes().len())
-                .unwrap_or(0);
+            let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
             out.push_str(&format!("x-echo-body-bytes: {body}\n"));
             text(StatusCode::OK, out)
         }

@@ -1,0 +1,141 @@
+//! Body wrappers on the request path: a size limit on what clients send,
+//! and a counter on what they receive that records the request when done.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::telemetry::{InFlight, Telemetry};
+use crate::upstream::{BoxError, ProxyBody};
+
+/// The client sent more than `limits.max_request_body_bytes`.
+#[derive(Debug)]
+pub struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body larger than limits.max_request_body_bytes")
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
+/// A request body that fails once more than `remaining` bytes came in, and
+/// counts what it passes.
+pub struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    exceeded: Arc<AtomicBool>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl LimitedBody {
+    /// `limit` 0 = unlimited. `exceeded` is set when the limit is hit.
+    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>, telemetry: Arc<Telemetry>) -> Self {
+        LimitedBody {
+            inner,
+            remaining: if limit == 0 { u64::MAX } else { limit },
+            exceeded,
+            telemetry,
+        }
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let n = data.len() as u64;
+            if n > self.remaining {
+                self.exceeded.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+            }
+            self.remaining -= n;
+            self.telemetry.metrics.bytes_in.inc_by(n);
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that counts the bytes it passes and records the request
+/// (metrics, access log) when it ends, fails or is dropped by the client.
+pub struct ObservedBody {
+    inner: ProxyBody,
+    sent: u64,
+    in_flight: Option<InFlight>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl ObservedBody {
+    /// Wraps a response body.
+    pub fn new(inner: ProxyBody, in_flight: InFlight, telemetry: Arc<Telemetry>) -> Self {
+        ObservedBody {
+            inner,
+            sent: 0,
+            in_flight: Some(in_flight),
+            telemetry,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.finish(&self.telemetry, self.sent);
+        }
+    }
+}
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish();
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Ready(None) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,209 @@
+//! Prometheus metrics. Every handle is created once at start (no label
+//! lookups per request); `/metrics` encodes them with prometheus-client.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// All of tlsfront's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests_1xx: Counter,
+    requests_2xx: Counter,
+    requests_3xx: Counter,
+    requests_4xx: Counter,
+    requests_5xx: Counter,
+    /// Request duration, from the request head to the end of the response body.
+    pub request_duration: Histogram,
+    /// Time until the upstream's response head.
+    pub upstream_duration: Histogram,
+    /// Upstream connection failures.
+    pub upstream_connect_errors: Counter,
+    /// Upstream response timeouts (504).
+    pub upstream_timeouts: Counter,
+    /// Broken upstream responses.
+    pub upstream_protocol_errors: Counter,
+    /// Client connections open now.
+    pub open_connections: Gauge,
+    /// Upgraded (WebSocket) tunnels open now.
+    pub open_tunnels: Gauge,
+    /// Completed TLS handshakes.
+    pub tls_handshakes: Counter,
+    /// Failed or timed-out TLS handshakes.
+    pub tls_handshake_failures: Counter,
+    /// Request body bytes received from clients.
+    pub bytes_in: Counter,
+    /// Response body bytes sent to clients.
+    pub bytes_out: Counter,
+    /// Successful configuration reloads.
+    pub reloads: Counter,
+    /// Rejected configuration reloads.
+    pub reload_failures: Counter,
+    /// Requests refused by a limit, by limit.
+    pub limit_rejections: Family<Labels, Counter>,
+    /// Problems in the app's traffic that tlsfront noticed (see `hints`).
+    pub hints: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `tlsfront_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tlsfront");
+        let requests = Family::<Labels, Counter>::default();
+        registry.register("requests", "Requests answered, by status class", requests.clone());
+        let class = |c: &'static str| requests.get_or_create(&vec![("class", c)]).clone();
+        let request_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
+        registry.register_with_unit(
+            "request_duration",
+            "Time from request head to end of response body",
+            prometheus_client::registry::Unit::Seconds,
+            request_duration.clone(),
+        );
+        let upstream_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
+        registry.register_with_unit(
+            "upstream_response_duration",
+            "Time until the upstream's response head",
+            prometheus_client::registry::Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        let upstream_errors = Family::<Labels, Counter>::default();
+        registry.register("upstream_errors", "Upstream failures by kind", upstream_errors.clone());
+        let kind = |k: &'static str| upstream_errors.get_or_create(&vec![("kind", k)]).clone();
+        let m = Metrics {
+            requests_1xx: class("1xx"),
+            requests_2xx: class("2xx"),
+            requests_3xx: class("3xx"),
+            requests_4xx: class("4xx"),
+            requests_5xx: class("5xx"),
+            request_duration,
+            upstream_duration,
+            upstream_connect_errors: kind("connect"),
+            upstream_timeouts: kind("timeout"),
+            upstream_protocol_errors: kind("protocol"),
+            open_connections: Gauge::default(),
+            open_tunnels: Gauge::default(),
+            tls_handshakes: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            reloads: Counter::default(),
+            reload_failures: Counter::default(),
+            limit_rejections: Family::default(),
+            hints: Family::default(),
+            registry,
+        };
+        let mut m = m;
+        let r = &mut m.registry;
+        r.register(
+            "open_connections",
+            "Client connections open now",
+            m.open_connections.clone(),
+        );
+        r.register(
+            "open_tunnels",
+            "Upgraded (WebSocket) connections open now",
+            m.open_tunnels.clone(),
+        );
+        r.register("tls_handshakes", "Completed TLS handshakes", m.tls_handshakes.clone());
+        r.register(
+            "tls_handshake_failures",
+            "Failed or timed-out TLS handshakes",
+            m.tls_handshake_failures.clone(),
+        );
+        r.register_with_unit(
+            "received",
+            "Request body bytes received from clients",
+            prometheus_client::registry::Unit::Bytes,
+            m.bytes_in.clone(),
+        );
+        r.register_with_unit(
+            "sent",
+            "Response body bytes sent to clients",
+            prometheus_client::registry::Unit::Bytes,
+            m.bytes_out.clone(),
+        );
+        r.register("config_reloads", "Successful configuration reloads", m.reloads.clone());
+        r.register(
+            "config_reload_failures",
+            "Rejected configuration reloads",
+            m.reload_failures.clone(),
+        );
+        r.register(
+            "limit_rejections",
+            "Requests refused by a limit",
+            m.limit_rejections.clone(),
+        );
+        r.register(
+            "hints",
+            "Problems noticed in the app's traffic, by kind",
+            m.hints.clone(),
+        );
+        m
+    }
+
+    /// Counts one answered request by its status class.
+    pub fn count_status(&self, status: u16) {
+        match status {
+            100..=199 => self.requests_1xx.inc(),
+            200..=299 => self.requests_2xx.inc(),
+            300..=399 => self.requests_3xx.inc(),
+            400..=499 => self.requests_4xx.inc(),
+            _ => self.requests_5xx.inc(),
+        };
+    }
+
+    /// Counts a refusal by a named limit.
+    pub fn count_limit(&self, limit: &'static str) {
+        self.limit_rejections.get_or_create(&vec![("limit", limit)]).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family() {
+        let m = Metrics::new();
+        m.count_status(200);
+        m.count_status(502);
+        m.upstream_connect_errors.inc();
+        m.count_limit("body");
+        let text = m.encode();
+        for needle in [
+            "tlsfront_requests_total{class=\"2xx\"} 1",
+            "tlsfront_requests_total{class=\"5xx\"} 1",
+            "tlsfront_upstream_errors_total{kind=\"connect\"} 1",
+            "tlsfront_request_duration_seconds_bucket",
+            "tlsfront_open_connections 0",
+            "tlsfront_tls_handshakes_total 0",
+            "tlsfront_tls_handshake_failures_total 0",
+            "tlsfront_received_bytes_total 0",
+            "tlsfront_sent_bytes_total 0",
+            "tlsfront_config_reloads_total 0",
+            "tlsfront_config_reload_failures_total 0",
+            "tlsfront_limit_rejections_total{limit=\"body\"} 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in:\n{text}");
+        }
+    }
+}
