@@ -96,13 +96,23 @@ fn run(args: RunArgs) -> Result<(), AppError> {
     let (config, source) = effective_config(&args)?;
     init_logging(config.log.level, config.log.format);
     tracing::info!("configuration: {source}");
-    let (tls, watch) = prepare_tls(&config, true)?;
-    let initial = Loaded { config, tls, watch };
+    let (tls, watch, dev_ca) = prepare_tls(&config, true)?;
+    let initial = Loaded {
+        config,
+        tls,
+        watch,
+        dev_ca,
+    };
     // A reload repeats exactly this: same file, same command-line overrides.
     let loader: Loader = Box::new(move || {
         let (config, _) = effective_config(&args).map_err(|e| e.to_string())?;
-        let (tls, watch) = prepare_tls(&config, false).map_err(|e| e.to_string())?;
-        Ok(Loaded { config, tls, watch })
+        let (tls, watch, dev_ca) = prepare_tls(&config, false).map_err(|e| e.to_string())?;
+        Ok(Loaded {
+            config,
+            tls,
+            watch,
+            dev_ca,
+        })
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -112,15 +122,16 @@ fn run(args: RunArgs) -> Result<(), AppError> {
 }
 
 /// Loads the configured certificate, or reuses / generates the development
-/// one. Returns the TLS config and the files to watch for changes.
-fn prepare_tls(config: &Config, announce: bool) -> Result<(Arc<rustls::ServerConfig>, Vec<PathBuf>), TlsError> {
+/// one. Returns the TLS config, the files to watch for changes and the
+/// development CA (if one is used).
+fn prepare_tls(config: &Config, announce: bool) -> Result<PreparedTls, TlsError> {
     match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => {
             let tls = tls::server_config(cert, key, config.tls.min_version)?;
             if announce {
                 tracing::info!("certificate: {} (key {})", cert.display(), key.display());
             }
-            Ok((tls, vec![cert.clone(), key.clone()]))
+            Ok((tls, vec![cert.clone(), key.clone()], None))
         }
         _ => {
             let dev = tls::ensure_dev_certs(
@@ -132,18 +143,18 @@ fn prepare_tls(config: &Config, announce: bool) -> Result<(Arc<rustls::ServerCon
             if announce || dev.leaf_generated {
                 let verb = if dev.leaf_generated { "generated" } else { "reusing" };
                 tracing::info!(
-                    "{verb} development certificate {} for {}, signed by the development CA {}; trust it with: curl --cacert {} https://localhost:{}/",
+                    "{verb} development certificate {} for {}, signed by the development CA {} (trust that CA in your browser or client)",
                     dev.cert.display(),
                     config.tls.self_signed_hosts.join(", "),
                     dev.ca.display(),
-                    dev.ca.display(),
-                    config.public_https_port(),
                 );
             }
-            Ok((tls, vec![dev.cert, dev.key]))
+            Ok((tls, vec![dev.cert, dev.key], Some(dev.ca)))
         }
     }
 }
+
+type PreparedTls = (Arc<rustls::ServerConfig>, Vec<PathBuf>, Option<PathBuf>);
 
 fn check(args: CheckArgs) -> Result<(), AppError> {
     let run_args = RunArgs {

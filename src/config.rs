@@ -579,7 +579,8 @@ impl Config {
             }
         }
         if let Some(admin) = self.admin.listen {
-            if admin == self.listen.https || Some(admin) == self.listen.http {
+            // Port 0 = "any free port": never a clash.
+            if admin.port() != 0 && (admin == self.listen.https || Some(admin) == self.listen.http) {
                 return Err(err(
                     "admin.listen",
                     format!("{admin} is already used by another listener"),

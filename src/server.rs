@@ -55,6 +55,8 @@ pub struct Loaded {
     pub tls: Arc<ServerConfig>,
     /// Files whose change triggers a reload (certificate and key).
     pub watch: Vec<PathBuf>,
+    /// The development CA, when a development certificate is used.
+    pub dev_ca: Option<PathBuf>,
 }
 
 /// Loads the configuration again, the way it was loaded at start (same
@@ -160,6 +162,7 @@ impl Server {
 /// `limits.shutdown_timeout`.
 pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
     let config = initial.config.clone();
+    let dev_ca = initial.dev_ca.clone();
     let https = bind(config.listen.https, "listen.https").await?;
     let https_addr = https.local_addr().map_err(|e| ServerError(e.to_string()))?;
     let http = match config.listen.http {
@@ -188,6 +191,14 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
         "listening on https://{https_addr} (HTTP/1.1 and HTTP/2), forwarding to {}",
         config.upstream.url
     );
+    if let Some(ca) = dev_ca {
+        let port = if config.listen.https_public_port != 0 {
+            config.listen.https_public_port
+        } else {
+            https_addr.port()
+        };
+        tracing::info!("try it: curl --cacert {} https://localhost:{port}/", ca.display());
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     if let Some(listener) = http {
         let addr = listener.local_addr().map_err(|e| ServerError(e.to_string()))?;
@@ -238,7 +249,11 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, ServerError> {
 fn raise_fd_limit(max_connections: usize) {
     #[cfg(unix)]
     {
-        let wanted = (max_connections as u64).saturating_mul(2).saturating_add(256);
+        let needed = libc::rlim_t::try_from(max_connections)
+            .unwrap_or(libc::rlim_t::MAX)
+            .saturating_add(128);
+        // Room for the upstream pool too.
+        let wanted = needed.saturating_mul(2);
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -248,12 +263,11 @@ fn raise_fd_limit(max_connections: usize) {
             if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
                 return;
             }
-            if (lim.rlim_cur as u64) < wanted {
-                let target = wanted.min(lim.rlim_max as u64);
-                lim.rlim_cur = target as libc::rlim_t;
+            if lim.rlim_cur < wanted {
+                lim.rlim_cur = wanted.min(lim.rlim_max);
                 libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
             }
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && (lim.rlim_cur as u64) < wanted {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < needed {
                 tracing::warn!(
                     "open-files limit is {}: fewer than limits.max_connections = {max_connections} client connections can be served",
                     lim.rlim_cur

@@ -29,6 +29,7 @@ pub struct Proxy {
     /// Its working directory (holds `certs/` and the config).
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
 }
 
 impl Proxy {
@@ -53,11 +54,23 @@ impl Proxy {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tlsfront"))
             .args(&args)
             .current_dir(dir.path())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tlsfront");
         let stderr = child.stderr.take().unwrap();
+        let stdout_pipe = child.stdout.take().unwrap();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        {
+            let stdout = stdout.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout_pipe).lines().map_while(Result::ok) {
+                    let mut s = stdout.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         {
@@ -90,12 +103,60 @@ impl Proxy {
                 panic!("tlsfront did not report its port; log:\n{}", log.lock().unwrap());
             }
         };
-        Proxy { child, port, dir, log }
+        Proxy {
+            child,
+            port,
+            dir,
+            log,
+            stdout,
+        }
     }
 
-    /// Everything it logged so far.
+    /// Everything it logged so far (stderr).
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Everything it wrote to stdout so far (the access log).
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until the log contains `needle`; returns the log.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not logged within {within:?}; log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The admin port, from the log line announcing it.
+    pub fn admin_port(&self) -> u16 {
+        let log = self.wait_for_log("admin endpoint on http://127.0.0.1:", Duration::from_secs(5));
+        let rest = log.split("admin endpoint on http://127.0.0.1:").nth(1).unwrap();
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Sends a signal (TERM, HUP, ...).
+    pub fn signal(&self, sig: &str) {
+        unsafe_kill(self.child.id(), sig);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The development CA it generated.
@@ -127,6 +188,46 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plain HTTP/1.0 GET (for the admin endpoint): status and body.
+pub async fn plain_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = out.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Reads from `s` until `needle` appears or the stream ends (bounded).
+pub async fn read_until<S: tokio::io::AsyncRead + Unpin>(s: &mut S, needle: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !buf.windows(needle.len()).any(|w| w == needle) {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!(
+                "timed out waiting for {:?}; got {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&buf)
+            ),
+        }
+    }
+    buf
 }
 
 /// `kill -SIG pid` without a libc dependency in the tests.

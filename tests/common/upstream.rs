@@ -162,6 +162,22 @@ async fn handle(req: Request<Incoming>, own: SocketAddr, gate: Arc<Notify>) -> R
             }
             text(StatusCode::OK, format!("{total}\n"))
         }
+        "/ws" => {
+            // A 101 and then a raw echo of whatever the client sends.
+            let upgrade = hyper::upgrade::on(req);
+            tokio::spawn(async move {
+                if let Ok(io) = upgrade.await {
+                    let (mut r, mut w) = tokio::io::split(TokioIo::new(io));
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            let mut r = text(StatusCode::SWITCHING_PROTOCOLS, String::new());
+            r.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+            r.headers_mut().insert("connection", "Upgrade".parse().unwrap());
+            r.headers_mut()
+                .insert("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".parse().unwrap());
+            r
+        }
         "/sse" => {
             let (tx, rx) = mpsc::channel(4);
             tokio::spawn(async move {

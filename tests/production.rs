@@ -1,0 +1,623 @@
+//! Production behaviour, black-box: upgrades, limits and timeouts, graceful
+//! shutdown, live reload, access log, admin endpoint, security headers.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::upstream::Upstream;
+use common::{echoed, echoed_headers, get, plain_get, read_until, tls_stream, Client, Proxy};
+use http_body_util::Full;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
+
+const WS_REQUEST: &[u8] = b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[tokio::test]
+async fn websocket_upgrade_tunnels_both_ways_and_survives_sigterm() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[limits]\nshutdown_timeout = \"20s\"\n", up.addr);
+    let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
+    tls.write_all(WS_REQUEST).await.unwrap();
+    let head = read_until(&mut tls, b"\r\n\r\n").await;
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("upgrade: websocket") && head.contains("connection: upgrade"),
+        "{head}"
+    );
+    for msg in [&b"hello"[..], &[0u8, 1, 2, 255][..], &vec![b'z'; 100_000][..]] {
+        tls.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+    // SIGTERM: the open tunnel keeps working until the client closes it.
+    proxy.signal("TERM");
+    proxy.wait_for_log("shutting down", Duration::from_secs(5));
+    tls.write_all(b"after-term").await.unwrap();
+    let mut back = [0u8; 10];
+    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"after-term");
+    drop(tls);
+    let status = tokio::task::spawn_blocking(move || proxy.terminate()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn http2_refuses_extended_connect_so_browsers_use_http1_for_websockets() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[limits]\nmax_concurrent_streams = 7\n", up.addr);
+    let tls = tls_stream(&proxy, &[b"h2"]).await;
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client
+        .send_request(
+            http::Request::get(format!("https://localhost:{}/echo", proxy.port))
+                .body(())
+                .unwrap(),
+            true,
+        )
+        .unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    assert!(!client.is_extended_connect_protocol_enabled());
+    assert_eq!(client.current_max_send_streams(), 7);
+}
+
+/// One raw HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HPACK for `GET https://localhost/`: static-table indices, literal authority.
+fn get_headers_block() -> Vec<u8> {
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, 9];
+    block.extend_from_slice(b"localhost");
+    block
+}
+
+/// Reads server frames until a GOAWAY (returns its error code) or EOF (None).
+async fn read_goaway<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<u32> {
+    loop {
+        let mut head = [0u8; 9];
+        if tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
+            .await
+            .ok()?
+            .is_err()
+        {
+            return None;
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if s.read_exact(&mut payload).await.is_err() {
+            return None;
+        }
+        if head[3] == 7 {
+            return Some(u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn http2_rapid_reset_closes_the_abusive_connection_only() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[limits]\nmax_pending_reset_streams = 20\n", up.addr);
+    let mut tls = tls_stream(&proxy, &[b"h2"]).await;
+    let mut burst = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    burst.extend(frame(4, 0, 0, &[]));
+    // HEADERS then RST_STREAM(CANCEL) for 1000 streams, in one write.
+    for i in 0..1000u32 {
+        let id = 2 * i + 1;
+        burst.extend(frame(1, 0x5, id, &get_headers_block()));
+        burst.extend(frame(3, 0, id, &8u32.to_be_bytes()));
+    }
+    let _ = tls.write_all(&burst).await;
+    let code = read_goaway(&mut tls).await;
+    // ENHANCE_YOUR_CALM (0xb): the connection is closed for abuse.
+    assert_eq!(code, Some(0xb), "expected GOAWAY ENHANCE_YOUR_CALM");
+    // Everyone else is still served.
+    let mut c = Client::connect(&proxy, true).await;
+    let (parts, _) = c.text(get(&proxy, "/echo", true).body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_heads_get_431() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[limits]\nmax_request_header_bytes = 16384\n", up.addr);
+    for size in [17_000usize, 200_000] {
+        for h2 in [false, true] {
+            let mut c = Client::connect(&proxy, h2).await;
+            let req = get(&proxy, "/echo", h2)
+                .header("x-big", "a".repeat(size))
+                .body(empty())
+                .unwrap();
+            match &mut c {
+                Client::H1(s) => {
+                    let resp = s.send_request(req).await.unwrap();
+                    assert_eq!(resp.status(), 431, "size {size} h1");
+                }
+                Client::H2(s) => {
+                    // The limit is advertised in SETTINGS_MAX_HEADER_LIST_SIZE: a
+                    // conforming client refuses to send, else the server answers 431.
+                    if let Ok(resp) = s.send_request(req).await {
+                        assert_eq!(resp.status(), 431, "size {size} h2");
+                    }
+                }
+            }
+        }
+    }
+    let mut c = Client::connect(&proxy, false).await;
+    let (parts, _) = c
+        .text(
+            get(&proxy, "/echo", false)
+                .header("x-ok", "a".repeat(8000))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(parts.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[limits]\nmax_request_body_bytes = 1000\n", up.addr);
+    for h2 in [false, true] {
+        let mut c = Client::connect(&proxy, h2).await;
+        let req = |n: usize| {
+            if h2 {
+                http::Request::post(format!("https://localhost:{}/upload", proxy.port))
+            } else {
+                http::Request::post("/upload").header("host", "localhost")
+            }
+            .body(Full::new(Bytes::from(vec![b'x'; n])))
+            .unwrap()
+        };
+        let (parts, body) = c.text(req(1000)).await;
+        assert_eq!((parts.status.as_u16(), body.trim()), (200, "1000"));
+        let (parts, _) = Client::connect(&proxy, h2).await.text(req(5000)).await;
+        assert_eq!(parts.status, 413, "h2={h2}");
+    }
+    // Chunked, no length announced: cut off while streaming.
+    let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
+    tls.write_all(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tls.write_all(b"258\r\n").await.unwrap();
+        tls.write_all(&[b'y'; 600]).await.unwrap();
+        tls.write_all(b"\r\n").await.unwrap();
+    }
+    tls.write_all(b"0\r\n\r\n").await.unwrap();
+    let head = read_until(&mut tls, b"\r\n\r\n").await;
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_off_while_others_are_served() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[limits]\nheader_read_timeout = \"1s\"\n", up.addr);
+    let mut slow = tls_stream(&proxy, &[b"http/1.1"]).await;
+    let started = Instant::now();
+    slow.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let mut closed = false;
+    for i in 0..40 {
+        if slow.write_all(format!("X-{i}: a\r\n").as_bytes()).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(150), slow.read(&mut buf)).await {
+            // Either EOF, an error, or a 408-style answer: the server gave up on us.
+            let _ = r;
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a client trickling headers must be cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+    let mut c = Client::connect(&proxy, false).await;
+    let (parts, _) = c.text(get(&proxy, "/echo", false).body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 200);
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start(
+        "[limits]\nidle_timeout = \"1s\"\nheader_read_timeout = \"30s\"\n",
+        up.addr,
+    );
+    let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
+    tls.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut tls, b"x-echo-body-bytes").await;
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("idle connection still open after 5 s"),
+        }
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+
+    // A slow response is not "idle": a 5 s request on a 1 s idle timeout completes.
+    let mut c = Client::connect(&proxy, true).await;
+    let (parts, body) = c.text(get(&proxy, "/slow", true).body(empty()).unwrap()).await;
+    assert_eq!((parts.status.as_u16(), body.as_str()), (200, "slow\n"));
+}
+
+#[tokio::test]
+async fn max_connections_makes_newcomers_wait_not_fail() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[limits]\nmax_connections = 2\n", up.addr);
+    let mut a = Client::connect(&proxy, false).await;
+    let mut b = Client::connect(&proxy, true).await;
+    let third = {
+        let ca = proxy.ca();
+        let addr = proxy.addr();
+        tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            common::connector(&ca, &[b"http/1.1"])
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .is_ok()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!third.is_finished(), "a third connection must wait while two are open");
+    for c in [&mut a, &mut b] {
+        let h2 = matches!(c, Client::H2(_));
+        let (parts, _) = c.text(get(&proxy, "/echo", h2).body(empty()).unwrap()).await;
+        assert_eq!(parts.status, 200, "existing connections keep working");
+    }
+    drop(a);
+    let done = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("admitted once one closes");
+    assert!(done.unwrap(), "its handshake completes");
+}
+
+#[tokio::test]
+async fn reload_under_load_fails_nothing_and_swaps_certificates() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_tlsfront");
+    for out in ["a", "b"] {
+        let ok = std::process::Command::new(bin)
+            .args(["cert", "--out", &dir.path().join(out).display().to_string()])
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+    }
+    // Both certificate sets chain to their own CA: trust both.
+    let live = dir.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    std::fs::copy(dir.path().join("a/cert.pem"), live.join("cert.pem")).unwrap();
+    std::fs::copy(dir.path().join("a/key.pem"), live.join("key.pem")).unwrap();
+    let config = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        live.join("cert.pem").display(),
+        live.join("key.pem").display()
+    );
+    let proxy = Proxy::start(&config, up.addr);
+    let mut both = std::fs::read(dir.path().join("a/ca.pem")).unwrap();
+    both.extend(std::fs::read(dir.path().join("b/ca.pem")).unwrap());
+    let ca = dir.path().join("both.pem");
+    std::fs::write(&ca, &both).unwrap();
+    // Where the helpers look for the CA to trust.
+    std::fs::create_dir_all(proxy.dir.path().join("certs")).unwrap();
+    std::fs::write(proxy.ca(), &both).unwrap();
+
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let stop = Instant::now() + Duration::from_secs(4);
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (ok, failed, ca) = (ok.clone(), failed.clone(), ca.clone());
+        let addr = proxy.addr();
+        let port = proxy.port;
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < stop {
+                // Half the workers reuse one connection, half open a new one each time.
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let Ok(tls) = common::connector(&ca, &[b"http/1.1"])
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await
+                else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                let rounds = if w % 2 == 0 { 20 } else { 1 };
+                for _ in 0..rounds {
+                    let req = http::Request::get("/echo")
+                        .header("host", format!("localhost:{port}"))
+                        .body(empty())
+                        .unwrap();
+                    match send.send_request(req).await {
+                        Ok(r) if r.status() == 200 => {
+                            let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut hups = 0;
+    while Instant::now() < stop {
+        proxy.signal("HUP");
+        hups += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "failures during {hups} reloads");
+    assert!(
+        ok.load(Ordering::Relaxed) > 50,
+        "load was too light: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    let log = proxy.wait_for_log("reloaded configuration", Duration::from_secs(2));
+    assert!(!log.contains("rejected"), "{log}");
+
+    // Swap the certificate on disk: new handshakes get the new one.
+    let b_leaf = first_cert(&dir.path().join("b/cert.pem"));
+    let tmp = live.join("key.pem.new");
+    std::fs::copy(dir.path().join("b/key.pem"), &tmp).unwrap();
+    std::fs::rename(&tmp, live.join("key.pem")).unwrap();
+    let tmp = live.join("cert.pem.new");
+    std::fs::copy(dir.path().join("b/cert.pem"), &tmp).unwrap();
+    std::fs::rename(&tmp, live.join("cert.pem")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        let tls = common::connector(&ca, &[b"http/1.1"])
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let served = tls.get_ref().1.peer_certificates().unwrap()[0].as_ref().to_vec();
+        if served == b_leaf {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new certificate not served; log:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A broken config is rejected with a reason; the old one keeps serving.
+    std::fs::write(
+        proxy.dir.path().join("tlsfront.toml"),
+        "[upstream]\nurl = \"nonsense\"\n",
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    proxy.wait_for_log(
+        "rejected, still serving the previous configuration",
+        Duration::from_secs(5),
+    );
+    let mut c = Client::connect(&proxy, false).await;
+    let (parts, _) = c.text(get(&proxy, "/echo", false).body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 200);
+    let (_, metrics) = plain_get(proxy.admin_port(), "/metrics").await;
+    assert!(metrics.contains("tlsfront_config_reload_failures_total 1"), "{metrics}");
+    assert!(!metrics.contains("tlsfront_config_reloads_total 0\n"), "{metrics}");
+}
+
+fn first_cert(path: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn access_log_json_lines_are_valid_json() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[log]\naccess = \"json\"\n", up.addr);
+    for h2 in [false, true] {
+        let mut c = Client::connect(&proxy, h2).await;
+        let (parts, _) = c.text(get(&proxy, "/echo/a?b=c", h2).body(empty()).unwrap()).await;
+        assert_eq!(parts.status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.stdout().lines().count() < 2 {
+        assert!(Instant::now() < deadline, "no access log lines: {}", proxy.stdout());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines: Vec<serde_json::Value> = proxy
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect();
+    for (line, proto) in lines.iter().zip(["HTTP/1.1", "HTTP/2.0"]) {
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["path"], "/echo/a?b=c");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["client_ip"], "127.0.0.1");
+        assert_eq!(line["protocol"], proto);
+        assert_eq!(line["tls"], "TLSv1.3");
+        assert!(line["host"].as_str().unwrap().starts_with("localhost"));
+        assert!(line["bytes"].as_u64().unwrap() > 50);
+        assert!(line["upstream_ms"].as_f64().is_some() && line["total_ms"].as_f64().is_some());
+        assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    }
+}
+
+#[tokio::test]
+async fn access_log_common_format() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("", up.addr);
+    let mut c = Client::connect(&proxy, false).await;
+    c.text(get(&proxy, "/echo/x", false).body(empty()).unwrap()).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.stdout().is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = proxy.stdout();
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(line.contains("\"GET /echo/x HTTP/1.1\" 200 "), "{line}");
+    assert!(line.contains("tls=TLSv1.3"), "{line}");
+}
+
+#[tokio::test]
+async fn admin_health_readiness_and_metrics() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[admin]\nlisten = \"127.0.0.1:0\"\n", up.addr);
+    let admin = proxy.admin_port();
+    assert_eq!(plain_get(admin, "/healthz").await.0, 200);
+    assert_eq!(plain_get(admin, "/readyz").await.0, 200);
+    let mut c = Client::connect(&proxy, false).await;
+    for _ in 0..3 {
+        c.text(get(&proxy, "/echo", false).body(empty()).unwrap()).await;
+    }
+    let (status, metrics) = plain_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    for needle in [
+        "tlsfront_requests_total{class=\"2xx\"} 3",
+        "tlsfront_open_connections 1",
+        "tlsfront_tls_handshakes_total 1",
+        "tlsfront_request_duration_seconds_count 3",
+        "tlsfront_upstream_response_duration_seconds_count 3",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+    }
+    assert_eq!(plain_get(admin, "/nope").await.0, 404);
+
+    // The app is down: not ready, still healthy; 502s and connect errors counted.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = Proxy::start("[admin]\nlisten = \"127.0.0.1:0\"\n", dead);
+    let admin = proxy.admin_port();
+    assert_eq!(plain_get(admin, "/healthz").await.0, 200);
+    assert_eq!(plain_get(admin, "/readyz").await.0, 503);
+    let mut c = Client::connect(&proxy, true).await;
+    let (parts, _) = c.text(get(&proxy, "/", true).body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 502);
+    let (_, metrics) = plain_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("tlsfront_upstream_errors_total{kind=\"connect\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tlsfront_requests_total{class=\"5xx\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn security_headers_are_applied() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start(
+        "[headers]\nhsts = \"max-age=63072000; includeSubDomains\"\nremove_response = [\"X-Public\"]\n\
+         set_response = { \"X-Frame-Options\" = \"DENY\" }\nset_request = { \"X-From-Proxy\" = \"tlsfront\" }\n",
+        up.addr,
+    );
+    let mut c = Client::connect(&proxy, true).await;
+    let (parts, body) = c
+        .text(
+            get(&proxy, "/echo", true)
+                .header("x-from-proxy", "forged")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        parts.headers["strict-transport-security"],
+        "max-age=63072000; includeSubDomains"
+    );
+    assert_eq!(parts.headers["x-frame-options"], "DENY");
+    assert!(parts.headers.get("via").is_none());
+    assert_eq!(echoed(&echoed_headers(&body), "x-from-proxy"), vec!["tlsfront"]);
+    let (parts, _) = c.text(get(&proxy, "/hop", true).body(empty()).unwrap()).await;
+    assert!(parts.headers.get("x-public").is_none());
+    // tlsfront's own error pages get them too.
+    let (parts, _) = c
+        .text(
+            get(&proxy, "/", true)
+                .header("host", "a")
+                .method("CONNECT")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(parts.headers.contains_key("strict-transport-security"));
+}
+
+#[tokio::test]
+async fn live_hints_are_logged_once_then_counted() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[admin]\nlisten = \"127.0.0.1:0\"\n", up.addr);
+    let mut c = Client::connect(&proxy, false).await;
+    for _ in 0..3 {
+        c.text(get(&proxy, "/cookies", false).body(empty()).unwrap()).await;
+        c.text(get(&proxy, "/redirect", false).body(empty()).unwrap()).await;
+    }
+    let log = proxy.wait_for_log("SESSION_COOKIE_SECURE", Duration::from_secs(2));
+    assert_eq!(log.matches("Set-Cookie without Secure").count(), 1, "{log}");
+    assert_eq!(log.matches("redirects to its own internal address").count(), 1, "{log}");
+    let (_, metrics) = plain_get(proxy.admin_port(), "/metrics").await;
+    assert!(
+        metrics.contains("tlsfront_hints_total{kind=\"cookie_without_secure\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tlsfront_hints_total{kind=\"redirect_to_upstream\"} 6"),
+        "{metrics}"
+    );
+}
