@@ -621,3 +621,40 @@ async fn live_hints_are_logged_once_then_counted() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn stalled_tls_handshakes_are_dropped() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start(
+        "[limits]\nhandshake_timeout = \"1s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        up.addr,
+    );
+    let mut stalled = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    // The first bytes of a ClientHello record, then nothing.
+    stalled.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "stalled handshake must be closed: {r:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, metrics) = plain_get(proxy.admin_port(), "/metrics").await;
+    assert!(metrics.contains("tlsfront_tls_handshake_failures_total 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn application_log_can_be_json() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[log]\nformat = \"json\"\n", up.addr);
+    let log = proxy.wait_for_log("listening on", Duration::from_secs(5));
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+    }
+}
