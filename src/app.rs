@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::cli::{CertArgs, CheckArgs, Cli, Command, RunArgs};
+use crate::cli::{CertArgs, CheckArgs, Cli, Command, DoctorArgs, HealthArgs, RunArgs};
 use crate::config::{self, Config, ConfigError, LogFormat, LogLevel, Source, UpstreamUrl};
 use crate::server::{self, Loaded, Loader, ServerError};
 use crate::tls::{self, TlsError};
@@ -22,6 +22,8 @@ pub enum AppError {
     Server(ServerError),
     /// Anything else at run time (exit 1).
     Runtime(String),
+    /// `doctor` found errors (exit 1, the report says what).
+    Findings,
 }
 
 impl AppError {
@@ -29,7 +31,7 @@ impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::Config(_) | AppError::Tls(_) => 2,
-            AppError::Server(_) | AppError::Runtime(_) => 1,
+            AppError::Server(_) | AppError::Runtime(_) | AppError::Findings => 1,
         }
     }
 }
@@ -41,6 +43,7 @@ impl fmt::Display for AppError {
             AppError::Tls(e) => write!(f, "certificate problem: {e}"),
             AppError::Server(e) => e.fmt(f),
             AppError::Runtime(e) => f.write_str(e),
+            AppError::Findings => f.write_str("doctor found problems that break sessions or security (see above)"),
         }
     }
 }
@@ -66,6 +69,8 @@ pub fn main(cli: Cli) -> Result<(), AppError> {
         Some(Command::Run(args)) => run(args),
         Some(Command::Check(args)) => check(args),
         Some(Command::Cert(args)) => cert(args),
+        Some(Command::Health(args)) => health(args),
+        Some(Command::Doctor(args)) => doctor(args),
     }
 }
 
@@ -192,6 +197,87 @@ fn cert(args: CertArgs) -> Result<(), AppError> {
         dev.ca.display()
     );
     Ok(())
+}
+
+fn health(args: HealthArgs) -> Result<(), AppError> {
+    let url = match args.url {
+        Some(url) => url,
+        None => {
+            let run_args = RunArgs {
+                config: args.config,
+                ..RunArgs::default()
+            };
+            let (config, source) = effective_config(&run_args)?;
+            let Some(addr) = config.admin.listen else {
+                return Err(AppError::Config(ConfigError {
+                    source: source.to_string(),
+                    position: None,
+                    key: Some("admin.listen".into()),
+                    message:
+                        "is empty: `tlsfront health` asks the admin endpoint; set [admin] listen = \"127.0.0.1:9901\""
+                            .into(),
+                }));
+            };
+            // A wildcard listener is asked on loopback.
+            let ip = match addr.ip() {
+                std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            format!("http://{}/healthz", std::net::SocketAddr::new(ip, addr.port()))
+        }
+    };
+    match crate::health::check(&url, std::time::Duration::from_secs(3)) {
+        Ok(line) => {
+            println!("healthy: {url}: {line}");
+            Ok(())
+        }
+        Err(e) => Err(AppError::Runtime(format!("unhealthy: {url}: {e}"))),
+    }
+}
+
+fn doctor(args: DoctorArgs) -> Result<(), AppError> {
+    let run_args = RunArgs {
+        config: args.config,
+        upstream: args.upstream,
+        ..RunArgs::default()
+    };
+    let (config, _) = effective_config(&run_args)?;
+    let public_url = args
+        .public_url
+        .unwrap_or_else(|| format!("https://localhost:{}", config.public_https_port()));
+    let opts = crate::doctor::Options {
+        upstream: config.upstream.url.clone(),
+        public_url,
+        paths: args.paths,
+        connect_timeout: config.upstream.connect_timeout,
+        response_timeout: config.upstream.response_timeout.min(std::time::Duration::from_secs(15)),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Runtime(format!("cannot start the runtime: {e}")))?;
+    let report = runtime.block_on(crate::doctor::run(&opts)).map_err(|message| {
+        AppError::Config(ConfigError {
+            source: "the command line".into(),
+            position: None,
+            key: None,
+            message,
+        })
+    })?;
+    if args.json {
+        println!("{}", crate::doctor::render_json(&report));
+    } else {
+        print!(
+            "{}",
+            crate::doctor::render_human(&report, std::io::stdout().is_terminal())
+        );
+    }
+    if report.has_errors() {
+        Err(AppError::Findings)
+    } else {
+        Ok(())
+    }
 }
 
 fn init_logging(level: LogLevel, format: LogFormat) {

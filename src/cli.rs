@@ -25,6 +25,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Write a development CA and a certificate signed by it.
     Cert(CertArgs),
+    /// Ask a running tlsfront's admin endpoint whether it is healthy (exit 0/1), for container health checks.
+    Health(HealthArgs),
+    /// Check the app behind tlsfront for what breaks sessions and security behind a proxy, and how to fix it.
+    Doctor(DoctorArgs),
 }
 
 /// `tlsfront [run]`
@@ -66,6 +70,37 @@ pub struct CertArgs {
     pub out: PathBuf,
 }
 
+/// `tlsfront health`
+#[derive(Debug, Args, Clone)]
+pub struct HealthArgs {
+    /// Config file whose `admin.listen` is asked [default: as for run]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Ask this URL instead, e.g. http://127.0.0.1:9901/healthz
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+}
+
+/// `tlsfront doctor`
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// Config file [default: as for run]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The app's URL, overrides upstream.url (e.g. http://127.0.0.1:5000)
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// The URL clients use [default: https://localhost:<public https port>]
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// A page to check; repeat for several [default: /]
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// One JSON object instead of the report for people
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +129,9 @@ mod tests {
         let c = Cli::try_parse_from(["tlsfront", "cert", "--host", "a", "--host", "b", "--out", "d"]).unwrap();
         assert!(matches!(c.command, Some(Command::Cert(ref a)) if a.hosts.len() == 2));
         assert!(Cli::try_parse_from(["tlsfront", "--cert", "a"]).is_err());
+        let c = Cli::try_parse_from(["tlsfront", "health", "--url", "http://127.0.0.1:9901/healthz"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Health(_))));
+        let c = Cli::try_parse_from(["tlsfront", "doctor", "--path", "/a", "--path", "/b", "--json"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Doctor(ref d)) if d.paths.len() == 2 && d.json));
     }
 }

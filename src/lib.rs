@@ -10,6 +10,8 @@ pub mod app;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod doctor;
+pub mod health;
 pub mod hints;
 pub mod metrics;
 pub mod policy;

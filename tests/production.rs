@@ -658,3 +658,47 @@ async fn application_log_can_be_json() {
         assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
     }
 }
+
+#[tokio::test]
+async fn health_subcommand_reflects_the_admin_endpoint() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[admin]\nlisten = \"127.0.0.1:0\"\n", up.addr);
+    let url = format!("http://127.0.0.1:{}/healthz", proxy.admin_port());
+    let bin = env!("CARGO_BIN_EXE_tlsfront");
+    let run = |args: Vec<String>| {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .env_remove("TLSFRONT_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = run(vec!["health".into(), "--url".into(), url.clone()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("healthy"), "{text}");
+    // Through the config file's admin.listen (0.0.0.0 is asked on loopback).
+    let cfg = proxy.dir.path().join("health.toml");
+    std::fs::write(&cfg, format!("[admin]\nlisten = \"0.0.0.0:{}\"\n", proxy.admin_port())).unwrap();
+    let (code, text) = run(vec!["health".into(), "-c".into(), cfg.display().to_string()]);
+    assert_eq!(code, Some(0), "{text}");
+    // No admin endpoint configured: a config error.
+    std::fs::write(&cfg, "").unwrap();
+    let (code, text) = run(vec!["health".into(), "-c".into(), cfg.display().to_string()]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("admin.listen"), "{text}");
+    // Shutting down, then gone: unhealthy.
+    proxy.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, text) = run(vec!["health".into(), "--url".into(), url.clone()]);
+        if code == Some(1) {
+            assert!(text.contains("unhealthy"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still healthy after SIGTERM: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -77,6 +77,69 @@ pub fn harden_response(headers: &mut HeaderMap, policy: &CookiePolicy) -> Harden
     all
 }
 
+/// A `Set-Cookie` value split into name, value and attributes, borrowing
+/// the original bytes (nothing is copied or normalised).
+#[derive(Debug, Clone, Copy)]
+pub struct ParsedCookie<'a> {
+    /// Cookie name, trimmed.
+    pub name: &'a [u8],
+    /// Cookie value as sent (quotes kept), trimmed.
+    pub value: &'a [u8],
+    /// Everything after the first `;` that ends the value.
+    rest: &'a [u8],
+}
+
+impl<'a> ParsedCookie<'a> {
+    /// `None` if the value is not `name=value[; attr]*`.
+    pub fn parse(value: &'a [u8]) -> Option<Self> {
+        let eq = value.iter().position(|&b| b == b'=')?;
+        let name = trim(&value[..eq]);
+        if name.is_empty() || name.contains(&b';') || name.iter().any(|&b| b == b'"' || b < 0x20 || b == 0x7f) {
+            return None;
+        }
+        // The cookie value may be quoted; a `;` inside quotes is not a separator.
+        let rest = &value[eq + 1..];
+        let value_start = rest.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(rest.len());
+        let search_from = if rest.get(value_start) == Some(&b'"') {
+            rest[value_start + 1..]
+                .iter()
+                .position(|&b| b == b'"')
+                .map_or(value_start, |p| value_start + 1 + p + 1)
+        } else {
+            value_start
+        };
+        let (cookie_value, attrs) = match rest[search_from..].iter().position(|&b| b == b';') {
+            Some(semi) => (&rest[..search_from + semi], &rest[search_from + semi + 1..]),
+            None => (rest, &b""[..]),
+        };
+        Some(ParsedCookie {
+            name,
+            value: trim(cookie_value),
+            rest: attrs,
+        })
+    }
+
+    /// Attributes in order: (name, value), both trimmed; name as sent.
+    pub fn attributes(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        self.rest.split(|&b| b == b';').filter_map(|attr| {
+            let (key, val) = match attr.iter().position(|&b| b == b'=') {
+                Some(i) => (trim(&attr[..i]), Some(trim(&attr[i + 1..]))),
+                None => (trim(attr), None),
+            };
+            (!key.is_empty()).then_some((key, val))
+        })
+    }
+
+    /// The last occurrence of an attribute (case-insensitive name):
+    /// `Some(None)` for a flag, `Some(Some(v))` for `name=v`.
+    pub fn attribute(&self, name: &str) -> Option<Option<&'a [u8]>> {
+        self.attributes()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+            .last()
+            .map(|(_, v)| v)
+    }
+}
+
 /// The parts of a Set-Cookie value that hardening needs to know.
 #[derive(Debug, Default)]
 struct Attributes<'a> {
@@ -140,34 +203,12 @@ pub fn harden(value: &[u8], policy: &CookiePolicy) -> Option<(Vec<u8>, Hardening
 /// Finds the cookie name and the security attributes; `None` if the value is
 /// not `name=value[; attr]*` (then it passes unchanged).
 fn parse(value: &[u8]) -> Option<Attributes<'_>> {
-    let eq = value.iter().position(|&b| b == b'=')?;
-    let name = trim(&value[..eq]);
-    if name.is_empty() || name.contains(&b';') || name.iter().any(|&b| b == b'"' || b < 0x20 || b == 0x7f) {
-        return None;
-    }
-    // The cookie value may be quoted; a `;` inside quotes is not a separator.
-    let rest = &value[eq + 1..];
-    let value_start = rest.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(rest.len());
-    let search_from = if rest.get(value_start) == Some(&b'"') {
-        rest[value_start + 1..]
-            .iter()
-            .position(|&b| b == b'"')
-            .map_or(value_start, |p| value_start + 1 + p + 1)
-    } else {
-        value_start
-    };
+    let cookie = ParsedCookie::parse(value)?;
     let mut attrs = Attributes {
-        name,
+        name: cookie.name,
         ..Attributes::default()
     };
-    let Some(semi) = rest[search_from..].iter().position(|&b| b == b';') else {
-        return Some(attrs);
-    };
-    for attr in rest[search_from + semi + 1..].split(|&b| b == b';') {
-        let (key, val) = match attr.iter().position(|&b| b == b'=') {
-            Some(i) => (trim(&attr[..i]), Some(&attr[i + 1..])),
-            None => (trim(attr), None),
-        };
+    for (key, val) in cookie.attributes() {
         if key.eq_ignore_ascii_case(b"secure") {
             attrs.secure = true;
         } else if key.eq_ignore_ascii_case(b"httponly") {
@@ -375,6 +416,20 @@ mod tests {
                 "c=3; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Secure; HttpOnly"
             ]
         );
+    }
+
+    #[test]
+    fn parsed_cookie_parts() {
+        let c = ParsedCookie::parse(b"q=\"a;b\"; Path=/x; Domain=.example.com; Secure; SameSite = Lax").unwrap();
+        assert_eq!(c.name, b"q");
+        assert_eq!(c.value, b"\"a;b\"");
+        assert_eq!(c.attribute("path"), Some(Some(&b"/x"[..])));
+        assert_eq!(c.attribute("DOMAIN"), Some(Some(&b".example.com"[..])));
+        assert_eq!(c.attribute("secure"), Some(None));
+        assert_eq!(c.attribute("samesite"), Some(Some(&b"Lax"[..])));
+        assert_eq!(c.attribute("httponly"), None);
+        assert_eq!(c.attributes().count(), 4);
+        assert!(ParsedCookie::parse(b"novalue").is_none());
     }
 
     #[test]
