@@ -19,5 +19,11 @@ echo "== cargo test (unit + integration, real sockets and TLS)"
 cargo build --quiet
 cargo test --quiet
 
-echo "== end-to-end: real apps behind tlsfront"
+echo "== docker: Dockerfile and compose lint (no Docker engine needed)"
+bash docker/lint.sh
+
+echo "== npm packages of the Express sample app (pinned by package-lock.json)"
+npm ci --prefix tests/apps/express_app --no-audit --no-fund --loglevel=error
+
+echo "== end-to-end: real apps (Flask, Django, Express) behind tlsfront and doctor"
 TLSFRONT_BIN="$PWD/target/debug/tlsfront" .venv/bin/python -m pytest tests/e2e -q

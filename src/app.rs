@@ -145,6 +145,7 @@ fn prepare_tls(config: &Config, announce: bool) -> Result<PreparedTls, TlsError>
                 config.tls.min_version,
             )?;
             let tls = tls::server_config(&dev.cert, &dev.key, config.tls.min_version)?;
+            let dev_ca = dev.ca.exists().then(|| dev.ca.clone());
             if announce || dev.leaf_generated {
                 let verb = if dev.leaf_generated { "generated" } else { "reusing" };
                 tracing::info!(
@@ -154,7 +155,7 @@ fn prepare_tls(config: &Config, announce: bool) -> Result<PreparedTls, TlsError>
                     dev.ca.display(),
                 );
             }
-            Ok((tls, vec![dev.cert, dev.key], Some(dev.ca)))
+            Ok((tls, vec![dev.cert, dev.key], dev_ca))
         }
     }
 }

@@ -122,19 +122,28 @@ impl DevCerts {
     }
 }
 
-/// Reuses `cert.pem`/`key.pem` in `dir` when they exist and load; otherwise
-/// generates them (and the CA when absent).
+/// Reuses `cert.pem`/`key.pem` in `dir` when they exist; generates them (and
+/// the CA when absent) when neither does. Existing files are never
+/// overwritten: a certificate someone put there must not be replaced by a
+/// development one, so a broken pair is an error, not a reason to regenerate.
 pub fn ensure_dev_certs(dir: &Path, hosts: &[String], min_version: TlsVersion) -> Result<DevCerts, TlsError> {
     let mut found = DevCerts::in_dir(dir);
-    if found.cert.exists()
-        && found.key.exists()
-        && found.ca.exists()
-        && server_config(&found.cert, &found.key, min_version).is_ok()
-    {
-        found.ca_reused = true;
-        return Ok(found);
+    match (found.cert.exists(), found.key.exists()) {
+        (true, true) => {
+            server_config(&found.cert, &found.key, min_version)?;
+            found.ca_reused = found.ca.exists();
+            Ok(found)
+        }
+        (false, false) => generate_dev_certs(dir, hosts),
+        (true, false) => Err(err(
+            &found.key,
+            "is missing while cert.pem exists; remove cert.pem to have both generated, or add the key",
+        )),
+        (false, true) => Err(err(
+            &found.cert,
+            "is missing while key.pem exists; remove key.pem to have both generated, or add the certificate",
+        )),
     }
-    generate_dev_certs(dir, hosts)
 }
 
 /// Writes a development CA (reused when `ca.pem` + `ca-key.pem` exist) and a
@@ -280,6 +289,25 @@ mod tests {
                 assert_eq!(mode, 0o600, "{f}");
             }
         }
+    }
+
+    #[test]
+    fn existing_files_are_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure_dev_certs(dir.path(), &hosts(), TlsVersion::Tls12).unwrap();
+        assert!(first.leaf_generated);
+        let cert = fs::read(&first.cert).unwrap();
+        // No CA next to them (a user's own pair): reused as they are.
+        fs::remove_file(&first.ca).unwrap();
+        let again = ensure_dev_certs(dir.path(), &hosts(), TlsVersion::Tls12).unwrap();
+        assert!(!again.leaf_generated && !again.ca_reused);
+        assert_eq!(fs::read(&again.cert).unwrap(), cert);
+        // A broken pair is an error, not a reason to regenerate.
+        fs::write(&first.key, "junk").unwrap();
+        assert!(ensure_dev_certs(dir.path(), &hosts(), TlsVersion::Tls12).is_err());
+        assert_eq!(fs::read(&first.cert).unwrap(), cert);
+        fs::remove_file(&first.key).unwrap();
+        assert!(ensure_dev_certs(dir.path(), &hosts(), TlsVersion::Tls12).is_err());
     }
 
     #[test]

@@ -242,22 +242,38 @@ impl Doctor<'_> {
         }
 
         // Forged forwarded headers, as anyone reaching the app directly could send.
+        let honest_leaks_http = self.findings.iter().any(|f| f.code == "redirect_http_scheme");
         if let Fetch::Ok(spoofed) = self.fetch(start, true, &BTreeMap::new()).await {
             let mut text = spoofed.body.to_ascii_lowercase();
             if let Some(loc) = spoofed.headers.get(LOCATION).and_then(|v| v.to_str().ok()) {
                 text.push_str(&loc.to_ascii_lowercase());
             }
-            if text.contains(SPOOFED_HOST) || text.contains(SPOOFED_CLIENT) {
-                let what = if text.contains(SPOOFED_HOST) {
-                    SPOOFED_HOST
-                } else {
-                    SPOOFED_CLIENT
-                };
+            // The forged `X-Forwarded-Proto: http` alone turned https URLs into http ones.
+            let believes_proto = !honest_leaks_http
+                && check_urls(&text, &self.ctx, "")
+                    .iter()
+                    .any(|f| f.code == "redirect_http_scheme");
+            let what = if text.contains(SPOOFED_HOST) {
+                Some(SPOOFED_HOST.to_string())
+            } else if text.contains(SPOOFED_CLIENT) {
+                Some(SPOOFED_CLIENT.to_string())
+            } else if believes_proto {
+                Some(format!(
+                    "http://{} URLs (it believed X-Forwarded-Proto: http)",
+                    self.ctx.public_host
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = what {
                 self.findings.push(finding(
                     "trusts_spoofed_forwarded",
                     &self.ctx,
                     "",
-                    format!("GET {start} with X-Forwarded-Host: {SPOOFED_HOST}, X-Forwarded-For: {SPOOFED_CLIENT}: the response contains {what}"),
+                    format!(
+                        "GET {start} with X-Forwarded-Host: {SPOOFED_HOST}, X-Forwarded-Proto: http, \
+                         X-Forwarded-For: {SPOOFED_CLIENT}: the response contains {what}"
+                    ),
                 ));
             }
         }
