@@ -119,10 +119,18 @@ fn run(args: RunArgs) -> Result<(), AppError> {
             dev_ca,
         })
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AppError::Runtime(format!("cannot start the runtime: {e}")))?;
+    // One usable CPU (a pinned container, the benchmark): a current-thread
+    // runtime skips the work-stealing machinery. Otherwise one worker per CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cpus)
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| AppError::Runtime(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(server::run(initial, loader)).map_err(AppError::Server)
 }
 

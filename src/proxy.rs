@@ -35,6 +35,21 @@ pub struct Connection {
     pub local: SocketAddr,
     /// Negotiated TLS version, for the access log.
     pub tls_version: &'static str,
+    /// The peer's IP as a header value, made once per connection.
+    pub peer_value: HeaderValue,
+}
+
+impl Connection {
+    /// Describes a newly accepted connection.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        let ip = peer.ip().to_canonical().to_string();
+        Connection {
+            peer,
+            local,
+            tls_version: "",
+            peer_value: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
+        }
+    }
 }
 
 /// Everything a request needs, built once per configuration generation.
@@ -88,10 +103,15 @@ impl Proxy {
     /// Proxies one request. Never fails: problems become 4xx/5xx responses.
     pub async fn handle(&self, req: Request<Incoming>, conn: &Connection) -> Response<ProxyBody> {
         let started = Instant::now();
-        let time = SystemTime::now();
+        let logging = self.telemetry.access_log.enabled();
+        let time = if logging {
+            SystemTime::now()
+        } else {
+            SystemTime::UNIX_EPOCH
+        };
         let method = req.method().clone();
         let protocol = req.version();
-        let path = if self.telemetry.access_log.enabled() {
+        let path = if logging {
             req.uri()
                 .path_and_query()
                 .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string())
@@ -184,6 +204,7 @@ impl Proxy {
                 peer: peer_ip,
                 host: &host,
                 public_port,
+                peer_value: Some(&conn.peer_value),
             },
         );
         self.headers.apply_request(&mut head.headers);

@@ -314,7 +314,7 @@ async fn accept_tls(
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let conn = Connection { peer, local, tls_version: "" };
+                    let conn = Connection::new(peer, local);
                     let server2 = server.clone();
                     let shutdown = shutdown.clone();
                     server.tracker.spawn(async move {

@@ -102,6 +102,8 @@ pub struct RequestOrigin<'a> {
     pub host: &'a HeaderValue,
     /// The port clients use for https.
     pub public_port: u16,
+    /// `peer` already formatted as a header value (made once per connection).
+    pub peer_value: Option<&'a HeaderValue>,
 }
 
 /// What the app is told, after policy.
@@ -118,12 +120,19 @@ pub fn apply(headers: &mut HeaderMap, policy: &ForwardedPolicy, origin: &Request
     let peer = origin.peer.to_canonical();
     let trusted = policy.trusted.contains(peer);
     if !trusted {
-        for name in &SPOOFABLE {
-            headers.remove(name);
+        // One pass over the names; the lookups only when there is something to remove.
+        if headers.keys().any(is_spoofable) {
+            for name in &SPOOFABLE {
+                headers.remove(name);
+            }
         }
-        let mut ip = String::with_capacity(40);
-        let _ = write!(ip, "{peer}");
-        set_all(headers, policy, origin, &ip, None, None, None, None, peer);
+        match origin.peer_value {
+            Some(ip) if origin.peer == peer => set_all(headers, policy, origin, ip, None, None, None, None, peer),
+            _ => {
+                let ip = HeaderValue::from_str(&peer.to_string()).expect("an IP address is a valid header value");
+                set_all(headers, policy, origin, &ip, None, None, None, None, peer);
+            }
+        }
         return ClientView {
             client_ip: peer,
             via_trusted_proxy: false,
@@ -153,6 +162,8 @@ pub fn apply(headers: &mut HeaderMap, policy: &ForwardedPolicy, origin: &Request
     ] {
         headers.remove(name);
     }
+    let chain = HeaderValue::from_str(&chain)
+        .unwrap_or_else(|_| HeaderValue::from_str(&peer.to_string()).expect("an IP address is a valid header value"));
     set_all(
         headers,
         policy,
@@ -175,7 +186,7 @@ fn set_all(
     headers: &mut HeaderMap,
     policy: &ForwardedPolicy,
     origin: &RequestOrigin<'_>,
-    chain: &str,
+    chain: &HeaderValue,
     proto: Option<&'static str>,
     host: Option<HeaderValue>,
     port: Option<u16>,
@@ -184,9 +195,7 @@ fn set_all(
 ) {
     let proto = proto.unwrap_or("https");
     if policy.x_forwarded_for {
-        if let Ok(v) = HeaderValue::from_str(chain) {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
+        headers.insert(X_FORWARDED_FOR.clone(), chain.clone());
     }
     if policy.x_forwarded_proto {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -236,6 +245,11 @@ fn set_all(
             headers.insert(FORWARDED.clone(), v);
         }
     }
+}
+
+fn is_spoofable(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-forwarded-") || matches!(n, "x-real-ip" | "forwarded" | "x-url-scheme" | "front-end-https")
 }
 
 /// RFC 7230 tchar.
@@ -349,6 +363,7 @@ mod tests {
     fn untrusted_v4_peer_cannot_inject_anything() {
         let mut h = spoofed();
         let origin = RequestOrigin {
+            peer_value: None,
             peer: "203.0.113.9".parse().unwrap(),
             host: &HOST,
             public_port: 8443,
@@ -375,6 +390,7 @@ mod tests {
     fn untrusted_v6_peer() {
         let mut h = spoofed();
         let origin = RequestOrigin {
+            peer_value: None,
             peer: "2001:db8::7".parse().unwrap(),
             host: &HOST,
             public_port: 443,
@@ -389,6 +405,7 @@ mod tests {
     fn ipv4_mapped_peer_is_shown_as_ipv4() {
         let mut h = HeaderMap::new();
         let origin = RequestOrigin {
+            peer_value: None,
             peer: "::ffff:192.0.2.1".parse().unwrap(),
             host: &HOST,
             public_port: 8443,
@@ -407,6 +424,7 @@ mod tests {
         h.append("x-forwarded-port", HeaderValue::from_static("443"));
         h.append("forwarded", HeaderValue::from_static("for=198.51.100.4;proto=https"));
         let origin = RequestOrigin {
+            peer_value: None,
             peer: "10.1.2.3".parse().unwrap(),
             host: &HOST,
             public_port: 8443,
@@ -429,6 +447,7 @@ mod tests {
     fn trusted_peer_without_claims_gets_the_truth() {
         let mut h = HeaderMap::new();
         let origin = RequestOrigin {
+            peer_value: None,
             peer: "::1".parse().unwrap(),
             host: &HOST,
             public_port: 9443,
@@ -445,6 +464,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", HeaderValue::from_static("wss"));
         let origin = RequestOrigin {
+            peer_value: None,
             peer: "10.0.0.1".parse().unwrap(),
             host: &HOST,
             public_port: 8443,
@@ -485,6 +505,7 @@ mod tests {
         p.x_forwarded_for = false;
         p.x_forwarded_host = false;
         let origin = RequestOrigin {
+            peer_value: None,
             peer: "192.0.2.1".parse().unwrap(),
             host: &HOST,
             public_port: 8443,
