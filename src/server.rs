@@ -363,14 +363,21 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
         inner: stream,
         last: activity.clone(),
     };
-    let tls = match tokio::time::timeout(limits.handshake_timeout, generation.acceptor.accept(io)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            server.telemetry.metrics.tls_handshake_failures.inc();
-            tracing::debug!(peer = %conn.peer, "TLS handshake failed: {e}");
-            return;
-        }
-        Err(_) => {
+    // Count a failure before the socket closes, so what a client sees and
+    // what /metrics says agree: the fallible accept hands the socket back.
+    let accept = generation.acceptor.accept(io).into_fallible();
+    tokio::pin!(accept);
+    let tls = tokio::select! {
+        done = &mut accept => match done {
+            Ok(tls) => tls,
+            Err((e, io)) => {
+                server.telemetry.metrics.tls_handshake_failures.inc();
+                tracing::debug!(peer = %conn.peer, "TLS handshake failed: {e}");
+                drop(io);
+                return;
+            }
+        },
+        _ = tokio::time::sleep(limits.handshake_timeout) => {
             server.telemetry.metrics.tls_handshake_failures.inc();
             tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
             return;
