@@ -2,7 +2,7 @@
 //! and a counter on what they receive that records the request when done.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -24,22 +24,41 @@ impl std::fmt::Display for BodyTooLarge {
 
 impl std::error::Error for BodyTooLarge {}
 
+/// How a request body ended, as seen by [`LimitedBody`].
+#[derive(Debug, Default, Clone)]
+pub struct BodyOutcome(Arc<AtomicU8>);
+
+impl BodyOutcome {
+    const TOO_LARGE: u8 = 1;
+    const CLIENT_ERROR: u8 = 2;
+
+    /// More than the limit came in.
+    pub fn too_large(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::TOO_LARGE
+    }
+
+    /// The client's body was malformed (bad chunking) or cut off.
+    pub fn client_error(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::CLIENT_ERROR
+    }
+}
+
 /// A request body that fails once more than `remaining` bytes came in, and
 /// counts what it passes.
 pub struct LimitedBody {
     inner: Incoming,
     remaining: u64,
-    exceeded: Arc<AtomicBool>,
+    outcome: BodyOutcome,
     telemetry: Arc<Telemetry>,
 }
 
 impl LimitedBody {
-    /// `limit` 0 = unlimited. `exceeded` is set when the limit is hit.
-    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>, telemetry: Arc<Telemetry>) -> Self {
+    /// `limit` 0 = unlimited. `outcome` records why the body failed, if it did.
+    pub fn new(inner: Incoming, limit: u64, outcome: BodyOutcome, telemetry: Arc<Telemetry>) -> Self {
         LimitedBody {
             inner,
             remaining: if limit == 0 { u64::MAX } else { limit },
-            exceeded,
+            outcome,
             telemetry,
         }
     }
@@ -52,14 +71,17 @@ impl Body for LimitedBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                self.outcome.0.store(BodyOutcome::CLIENT_ERROR, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(e.into())));
+            }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
         };
         if let Some(data) = frame.data_ref() {
             let n = data.len() as u64;
             if n > self.remaining {
-                self.exceeded.store(true, Ordering::Relaxed);
+                self.outcome.0.store(BodyOutcome::TOO_LARGE, Ordering::Relaxed);
                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
             }
             self.remaining -= n;

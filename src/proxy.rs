@@ -3,7 +3,6 @@
 //! response policy → stream back (or tunnel an upgrade) → record.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessRecord;
-use crate::body::{LimitedBody, ObservedBody};
+use crate::body::{BodyOutcome, LimitedBody, ObservedBody};
 use crate::config::Config;
 use crate::hints::Hints;
 use crate::policy::cookies::{self, CookiePolicy};
@@ -217,8 +216,8 @@ impl Proxy {
         head.version = Version::HTTP_11;
 
         // 3. Upstream.
-        let too_large = Arc::new(AtomicBool::new(false));
-        let body = LimitedBody::new(body, self.max_body_bytes, too_large.clone(), self.telemetry.clone());
+        let outcome = BodyOutcome::default();
+        let body = LimitedBody::new(body, self.max_body_bytes, outcome.clone(), self.telemetry.clone());
         let asked = Instant::now();
         let sent = self.upstream.send(Request::from_parts(head, body.boxed())).await;
         let upstream_time = asked.elapsed();
@@ -228,9 +227,17 @@ impl Proxy {
             .observe(upstream_time.as_secs_f64());
         let mut response = match sent {
             Ok(response) => response,
-            Err(_) if too_large.load(Ordering::Relaxed) => {
+            Err(_) if outcome.too_large() => {
                 self.telemetry.metrics.count_limit("body_bytes");
                 return refuse(StatusCode::PAYLOAD_TOO_LARGE, "413 Content Too Large", Some(host));
+            }
+            // Bad chunking or a client that went away: the client's fault, not the app's.
+            Err(_) if outcome.client_error() => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "400 Bad Request: malformed or incomplete request body",
+                    Some(host),
+                );
             }
             Err(e) => {
                 let m = &self.telemetry.metrics;

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -49,6 +50,8 @@ impl fmt::Display for UpstreamError {
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, ProxyBody>,
+    /// No pooling: a retry must not meet another stale pooled connection.
+    fresh: Client<HttpConnector, ProxyBody>,
     scheme: Scheme,
     authority: Authority,
     response_timeout: Duration,
@@ -72,9 +75,14 @@ impl Upstream {
             // closed is retried on a fresh one: nothing was sent, so it is safe.
             .retry_canceled_requests(true)
             .set_host(false)
+            .build(connector.clone());
+        let fresh = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .set_host(false)
             .build(connector);
         Upstream {
             client,
+            fresh,
             scheme: cfg.url.scheme.clone(),
             authority: cfg.url.authority.clone(),
             response_timeout: cfg.response_timeout,
@@ -123,14 +131,46 @@ impl Upstream {
     }
 
     /// Sends a request and waits for the response head, within `response_timeout`.
+    ///
+    /// A pooled connection the app closed while the request was on its way
+    /// fails after the request was written, which hyper cannot retry. When
+    /// the request is safe to repeat (idempotent method, no body) it is sent
+    /// once more, on a new connection.
     pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
+        let replay = (is_idempotent(req.method()) && req.body().is_end_stream())
+            .then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
+        let started = tokio::time::Instant::now();
+        match (Self::exchange(&self.client, req, self.response_timeout).await, replay) {
+            (Err(UpstreamError::Protocol(first)), Some((method, uri, headers))) => {
+                tracing::debug!("retrying {method} {} on a new connection after: {first}", uri.path());
+                let mut again = Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+                *again.method_mut() = method;
+                *again.uri_mut() = uri;
+                *again.headers_mut() = headers;
+                let left = self.response_timeout.saturating_sub(started.elapsed());
+                Self::exchange(&self.fresh, again, left).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    async fn exchange(
+        client: &Client<HttpConnector, ProxyBody>,
+        req: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(timeout, client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
             Ok(Err(e)) => Err(UpstreamError::Protocol(error_chain(&e))),
         }
     }
+}
+
+/// RFC 9110 §9.2.2 idempotent methods.
+fn is_idempotent(method: &http::Method) -> bool {
+    matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
 }
 
 fn unix_millis() -> u64 {
@@ -152,4 +192,19 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_idempotent_methods_are_replayed() {
+        for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"] {
+            assert!(is_idempotent(&m.parse().unwrap()), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT", "PROPFIND"] {
+            assert!(!is_idempotent(&m.parse().unwrap()), "{m}");
+        }
+    }
 }

@@ -334,4 +334,5 @@ pub fn echoed<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+pub mod raw_upstream;
 pub mod upstream;
