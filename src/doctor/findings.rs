@@ -503,7 +503,7 @@ pub fn check_urls(text: &str, ctx: &Context, evidence: &str) -> Vec<Finding> {
 /// The Location header and its decoded query both count.
 pub fn check_location(headers: &HeaderMap, ctx: &Context, evidence: &str) -> Vec<Finding> {
     match headers.get(LOCATION).and_then(|v| v.to_str().ok()) {
-        Some(loc) => check_urls(loc, ctx, &format!("{evidence} → Location: {}", shorten(loc))),
+        Some(loc) => check_urls(loc, ctx, &format!("{evidence} → Location")),
         None => Vec::new(),
     }
 }

@@ -85,9 +85,9 @@ pub fn render_human(report: &Report, colour: bool) -> String {
         }
         if !f.tlsfront_does.is_empty() {
             let already = if f.tlsfront_fixes {
-                "tlsfront already fixes this in flight: "
+                "Already fixed in flight: "
             } else {
-                "tlsfront: "
+                ""
             };
             let _ = writeln!(out, "          {already}{}", f.tlsfront_does);
         }
