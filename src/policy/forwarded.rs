@@ -387,6 +387,22 @@ mod tests {
     }
 
     #[test]
+    fn precomputed_peer_value_gives_the_same_headers() {
+        let peer = "203.0.113.9".parse().unwrap();
+        let value = HeaderValue::from_static("203.0.113.9");
+        let (mut a, mut b) = (spoofed(), spoofed());
+        let base = RequestOrigin {
+            peer_value: None,
+            peer,
+            host: &HOST,
+            public_port: 8443,
+        };
+        apply(&mut a, &policy(&[], true), &base);
+        apply(&mut b, &policy(&[], true), &RequestOrigin { peer_value: Some(&value), ..base });
+        assert_eq!(a, b);
+    }
+
+    #[test]
     fn untrusted_v6_peer() {
         let mut h = spoofed();
         let origin = RequestOrigin {
