@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 echo "== python packages (pinned, into .venv)"
 bash scripts/python-env.sh
 
+echo "== Chromium for the real-browser tests (Debian package)"
+command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null)
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
