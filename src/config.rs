@@ -454,15 +454,27 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// One line, whatever the file contained: control characters are escaped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration in {}", self.source)?;
+        let one_line = |s: &str| {
+            s.chars()
+                .flat_map(|c| {
+                    if c.is_control() {
+                        c.escape_default().collect::<Vec<_>>()
+                    } else {
+                        vec![c]
+                    }
+                })
+                .collect::<String>()
+        };
+        write!(f, "invalid configuration in {}", one_line(&self.source))?;
         if let Some((line, col)) = self.position {
             write!(f, " at line {line}, column {col}")?;
         }
         if let Some(key) = &self.key {
-            write!(f, ": key `{key}`")?;
+            write!(f, ": key `{}`", one_line(key))?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", one_line(&self.message))
     }
 }
 
@@ -664,7 +676,7 @@ fn explain_toml_error(path: &str, message: &str) -> (Option<String>, String) {
         }
     }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
-        if let Some((value, expected)) = rest.split_once('`') {
+        if let Some((value, expected)) = rest.rsplit_once("`, expected") {
             let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
             return (
                 path,
@@ -775,20 +787,46 @@ fn header_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HeaderName>, D::E
 
 fn header_table<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(HeaderName, HeaderValue)>, D::Error> {
     let table = std::collections::BTreeMap::<String, String>::deserialize(d)?;
-    table
-        .iter()
-        .map(|(name, value)| {
-            let name = header_name(name).map_err(de::Error::custom)?;
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| de::Error::custom(format!("{value:?} is not a valid value for header {name}")))?;
-            Ok((name, value))
-        })
-        .collect()
+    let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(table.len());
+    for (name, value) in &table {
+        let name = header_name(name).map_err(de::Error::custom)?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| de::Error::custom(format!("{value:?} is not a valid value for header {name}")))?;
+        // Header names are case-insensitive: "X-A" and "x-a" are one header.
+        if headers.iter().any(|(n, _)| *n == name) {
+            return Err(de::Error::custom(format!(
+                "header {name} is set twice (names are case-insensitive)"
+            )));
+        }
+        headers.push((name, value));
+    }
+    headers.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    Ok(headers)
 }
 
 fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     let s = String::deserialize(d)?;
     Ok((!s.trim().is_empty()).then(|| PathBuf::from(s)))
+}
+
+/// A TOML basic string: quotes, backslashes and control characters escaped,
+/// everything else as it is (Rust's `{:?}` escapes differently).
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl fmt::Display for Config {
@@ -798,7 +836,7 @@ impl fmt::Display for Config {
             p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
         }
         fn list<T: fmt::Display>(items: &[T]) -> String {
-            let quoted: Vec<String> = items.iter().map(|i| format!("{:?}", i.to_string())).collect();
+            let quoted: Vec<String> = items.iter().map(|i| toml_string(&i.to_string())).collect();
             format!("[{}]", quoted.join(", "))
         }
         fn dur(d: Duration) -> String {
@@ -811,9 +849,13 @@ impl fmt::Display for Config {
         writeln!(f, "https_public_port = {}", l.https_public_port)?;
         let t = &self.tls;
         writeln!(f, "\n[tls]")?;
-        writeln!(f, "cert = {:?}", path(&t.cert))?;
-        writeln!(f, "key = {:?}", path(&t.key))?;
-        writeln!(f, "self_signed_dir = {:?}", t.self_signed_dir.display().to_string())?;
+        writeln!(f, "cert = {}", toml_string(&path(&t.cert)))?;
+        writeln!(f, "key = {}", toml_string(&path(&t.key)))?;
+        writeln!(
+            f,
+            "self_signed_dir = {}",
+            toml_string(&t.self_signed_dir.display().to_string())
+        )?;
         writeln!(f, "self_signed_hosts = {}", list(&t.self_signed_hosts))?;
         writeln!(
             f,
@@ -861,7 +903,7 @@ impl fmt::Display for Config {
             self.admin.listen.map(|a| a.to_string()).unwrap_or_default()
         )?;
         let h = &self.headers;
-        let value = |v: &HeaderValue| format!("{:?}", String::from_utf8_lossy(v.as_bytes()));
+        let value = |v: &HeaderValue| toml_string(&String::from_utf8_lossy(v.as_bytes()));
         let table = |items: &[(HeaderName, HeaderValue)]| {
             let inner: Vec<String> = items.iter().map(|(n, v)| format!("\"{n}\" = {}", value(v))).collect();
             format!("{{ {} }}", inner.join(", ")).replace("{  }", "{}")
@@ -1015,6 +1057,28 @@ rewrite_location = false
         assert!(e.message.contains("X-A") || e.message.contains("x-a"), "{e}");
         let e = parse("[limits]\nmax_request_header_bytes = 10\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("limits.max_request_header_bytes"));
+    }
+
+    #[test]
+    fn fuzz_findings_stay_fixed() {
+        // Display must print TOML that parses back to the same settings.
+        for text in [
+            "[tls]\nself_signed_hosts = [\"\\u0301\"]\n",
+            "[tls]\nself_signed_dir = \"\\u0001\"\n",
+            "[headers]\nset_response = { \"X-B\" = \"1\", \"a\" = \"2\" }\n",
+        ] {
+            let c = parse(text).unwrap();
+            assert_eq!(parse(&c.to_string()).unwrap().to_string(), c.to_string(), "{text}");
+        }
+        // Case-insensitive duplicates are an error, not two headers.
+        assert!(parse("[headers]\nset_response = { \"X-A\" = \"1\", \"x-a\" = \"2\" }\n").is_err());
+        // Errors stay one line, whatever the key or value contains.
+        for text in ["[listen]\n\"ht\\nps\" = 1\n", "[cookies]\nsame_site = \"x`a`\\n`b\"\n"] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = parse("[cookies]\nsame_site = \"x`a`b\"\n").unwrap_err();
+        assert!(e.message.contains("keep, lax, strict, none"), "{e}");
     }
 
     #[test]

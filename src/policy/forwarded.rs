@@ -398,7 +398,14 @@ mod tests {
             public_port: 8443,
         };
         apply(&mut a, &policy(&[], true), &base);
-        apply(&mut b, &policy(&[], true), &RequestOrigin { peer_value: Some(&value), ..base });
+        apply(
+            &mut b,
+            &policy(&[], true),
+            &RequestOrigin {
+                peer_value: Some(&value),
+                ..base
+            },
+        );
         assert_eq!(a, b);
     }
 

@@ -34,9 +34,9 @@ pub fn strip(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        // Bytes, not str: one non-ASCII token must not hide the valid ones.
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
         // A client cannot make us drop what frames or routes the message.
         .filter(|name| name != HOST && name != CONTENT_LENGTH)
         .collect();
@@ -92,5 +92,12 @@ mod tests {
         assert_eq!(names, vec!["content-length", "host", "x-kept"]);
         strip(&mut with_named_host);
         assert!(with_named_host.contains_key(HOST) && with_named_host.contains_key(CONTENT_LENGTH));
+
+        // Found by fuzzing: a non-ASCII token in Connection hid the others.
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_bytes(b"x-secret, \xc3\xa9").unwrap());
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        strip(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 }

@@ -38,10 +38,10 @@ pub struct Rewrite {
 pub fn rewrite_response(headers: &mut HeaderMap, ctx: &RedirectContext<'_>) -> Vec<Rewrite> {
     let mut done = Vec::new();
     for (name, label) in [(&LOCATION, "Location"), (&CONTENT_LOCATION, "Content-Location")] {
-        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            if let Some((new, to_upstream)) = rewrite(value, ctx) {
-                let from = value.to_string();
-                if let Ok(v) = HeaderValue::from_str(&new) {
+        if let Some((value, latin1)) = headers.get(name).map(decode) {
+            if let Some((new, to_upstream)) = rewrite(&value, ctx) {
+                let from = value.clone();
+                if let Some(v) = encode(&new, latin1) {
                     headers.insert(name.clone(), v);
                     done.push(Rewrite {
                         header: label,
@@ -52,10 +52,10 @@ pub fn rewrite_response(headers: &mut HeaderMap, ctx: &RedirectContext<'_>) -> V
             }
         }
     }
-    if let Some(value) = headers.get(&REFRESH).and_then(|v| v.to_str().ok()) {
-        if let Some(new) = rewrite_refresh(value, ctx) {
-            let from = value.to_string();
-            if let Ok(v) = HeaderValue::from_str(&new) {
+    if let Some((value, latin1)) = headers.get(&REFRESH).map(decode) {
+        if let Some(new) = rewrite_refresh(&value, ctx) {
+            let from = value.clone();
+            if let Some(v) = encode(&new, latin1) {
                 headers.insert(REFRESH.clone(), v);
                 let to_upstream = from.contains(ctx.upstream.as_str());
                 done.push(Rewrite {
@@ -67,6 +67,25 @@ pub fn rewrite_response(headers: &mut HeaderMap, ctx: &RedirectContext<'_>) -> V
         }
     }
     done
+}
+
+/// Header bytes as text without losing any: UTF-8 when valid, else one char
+/// per byte (Latin-1). The flag says which, for [`encode`].
+fn decode(v: &HeaderValue) -> (String, bool) {
+    match std::str::from_utf8(v.as_bytes()) {
+        Ok(s) => (s.to_string(), false),
+        Err(_) => (v.as_bytes().iter().map(|&b| b as char).collect(), true),
+    }
+}
+
+/// The inverse of [`decode`]; rewriting only ever adds ASCII.
+fn encode(s: &str, latin1: bool) -> Option<HeaderValue> {
+    if latin1 {
+        let bytes: Option<Vec<u8>> = s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
+        HeaderValue::from_bytes(&bytes?).ok()
+    } else {
+        HeaderValue::from_bytes(s.as_bytes()).ok()
+    }
 }
 
 /// `Refresh: 5; url=http://…` (url may be quoted, any case).
@@ -279,6 +298,25 @@ mod tests {
         assert_eq!(h[LOCATION], "https://localhost:8443/login");
         assert_eq!(h[CONTENT_LOCATION], "/relative");
         assert_eq!(h["refresh"], "1; url=https://localhost:8443/x");
+    }
+
+    #[test]
+    fn non_ascii_locations_are_rewritten_byte_for_byte() {
+        // Found by fuzzing: a UTF-8 (or Latin-1) path left the upstream address in place.
+        let up: Authority = "127.0.0.1:8000".parse().unwrap();
+        let c = ctx(&up, "localhost", 8443);
+        let mut h = HeaderMap::new();
+        h.insert(
+            LOCATION,
+            HeaderValue::from_bytes("http://127.0.0.1:8000/café".as_bytes()).unwrap(),
+        );
+        h.insert(
+            CONTENT_LOCATION,
+            HeaderValue::from_bytes(b"http://127.0.0.1:8000/caf\xe9").unwrap(),
+        );
+        rewrite_response(&mut h, &c);
+        assert_eq!(h[LOCATION].as_bytes(), "https://localhost:8443/café".as_bytes());
+        assert_eq!(h[CONTENT_LOCATION].as_bytes(), b"https://localhost:8443/caf\xe9");
     }
 
     #[test]
