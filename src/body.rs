@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::proxy::RequestGuard;
 use crate::telemetry::{InFlight, Telemetry};
 use crate::upstream::{BoxError, ProxyBody};
 
@@ -106,16 +107,19 @@ pub struct ObservedBody {
     sent: u64,
     in_flight: Option<InFlight>,
     telemetry: Arc<Telemetry>,
+    /// Keeps the request counted as in flight on its connection until the body is gone.
+    _request: RequestGuard,
 }
 
 impl ObservedBody {
     /// Wraps a response body.
-    pub fn new(inner: ProxyBody, in_flight: InFlight, telemetry: Arc<Telemetry>) -> Self {
+    pub fn new(inner: ProxyBody, in_flight: InFlight, telemetry: Arc<Telemetry>, request: RequestGuard) -> Self {
         ObservedBody {
             inner,
             sent: 0,
             in_flight: Some(in_flight),
             telemetry,
+            _request: request,
         }
     }
 

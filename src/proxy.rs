@@ -3,6 +3,7 @@
 //! response policy → stream back (or tunnel an upgrade) → record.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,7 +27,7 @@ use crate::telemetry::{InFlight, Telemetry};
 use crate::upstream::{ProxyBody, Upstream, UpstreamError};
 
 /// What is known about the client connection a request arrived on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Connection {
     /// TCP peer.
     pub peer: SocketAddr,
@@ -36,6 +37,52 @@ pub struct Connection {
     pub tls_version: &'static str,
     /// The peer's IP as a header value, made once per connection.
     pub peer_value: HeaderValue,
+    /// Requests on this connection, for the idle and first-request deadlines.
+    pub requests: RequestTracker,
+}
+
+/// Milliseconds on a process-local monotonic clock.
+pub fn monotonic_millis() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Counts the requests of one connection. A connection is idle when no
+/// request is in flight, whatever bytes trickle in (a slow client sending a
+/// header a byte at a time is not "active").
+#[derive(Debug, Default)]
+pub struct RequestTracker {
+    started: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+    last_done: std::sync::atomic::AtomicU64,
+}
+
+impl RequestTracker {
+    /// Requests started so far.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose response has not ended yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// When the last response ended ([`monotonic_millis`]).
+    pub fn last_done(&self) -> u64 {
+        self.last_done.load(Ordering::Relaxed)
+    }
+}
+
+/// One request in flight; dropped when its response ends or is abandoned.
+pub struct RequestGuard(Arc<Connection>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let t = &self.0.requests;
+        t.last_done.store(monotonic_millis(), Ordering::Relaxed);
+        t.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Connection {
@@ -47,7 +94,15 @@ impl Connection {
             local,
             tls_version: "",
             peer_value: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
+            requests: RequestTracker::default(),
         }
+    }
+
+    /// Marks a request as started; the guard marks it done.
+    pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
+        self.requests.started.fetch_add(1, Ordering::Relaxed);
+        self.requests.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestGuard(self.clone())
     }
 }
 
@@ -100,7 +155,8 @@ impl Proxy {
     }
 
     /// Proxies one request. Never fails: problems become 4xx/5xx responses.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &Connection) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, conn: &Arc<Connection>) -> Response<ProxyBody> {
+        let guard = conn.begin_request();
         let started = Instant::now();
         let logging = self.telemetry.access_log.enabled();
         let time = if logging {
@@ -138,7 +194,7 @@ impl Proxy {
             },
             started,
         };
-        let body = ObservedBody::new(body, in_flight, self.telemetry.clone());
+        let body = ObservedBody::new(body, in_flight, self.telemetry.clone(), guard);
         Response::from_parts(head, body.boxed())
     }
 

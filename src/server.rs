@@ -7,11 +7,9 @@ use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, HOST, LOCATION};
@@ -21,7 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -30,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::hints::Hints;
 use crate::policy::redirects::split_host_port;
-use crate::proxy::{error_response, Connection, Proxy};
+use crate::proxy::{error_response, monotonic_millis, Connection, Proxy};
 use crate::telemetry::Telemetry;
 use crate::upstream::ProxyBody;
 use crate::{admin, reload};
@@ -358,11 +356,7 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
         Ok(Ok(1)) => return answer_plain_http_on_tls_port(stream, conn.local).await,
         _ => return,
     }
-    let activity = Arc::new(AtomicU64::new(now_millis()));
-    let io = ActivityIo {
-        inner: stream,
-        last: activity.clone(),
-    };
+    let io = stream;
     // Count a failure before the socket closes, so what a client sees and
     // what /metrics says agree: the fallible accept hands the socket back.
     let accept = generation.acceptor.accept(io).into_fallible();
@@ -392,6 +386,7 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
     let conn = Arc::new(conn);
     let service = {
         let server = server.clone();
+        let conn = conn.clone();
         service_fn(move |req: Request<Incoming>| {
             // Each request takes the newest generation: a reload applies to
             // the next request even on a kept-alive connection.
@@ -404,9 +399,14 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
         .http
         .serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(connection);
+    // Deadlines by requests, not bytes: a client trickling a request (or an
+    // HTTP/2 preface, which hyper's header timer does not cover) a byte at a
+    // time is neither active nor allowed to hold its slot.
     let idle = limits.idle_timeout;
-    let mut check_at = tokio::time::Instant::now() + idle;
-    loop {
+    let first_request = limits.header_read_timeout;
+    let opened = monotonic_millis();
+    let mut check_at = tokio::time::Instant::now() + first_request.min(idle);
+    let closing = loop {
         tokio::select! {
             res = connection.as_mut() => {
                 if let Err(e) = res {
@@ -414,75 +414,37 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
                 }
                 return;
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => break None,
             _ = tokio::time::sleep_until(check_at) => {
-                let quiet = Duration::from_millis(now_millis().saturating_sub(activity.load(Ordering::Relaxed)));
-                if quiet >= idle {
-                    break;
+                let now = monotonic_millis();
+                let requests = &conn.requests;
+                let (since, limit, why) = if requests.started() == 0 {
+                    (opened, first_request, "no request within limits.header_read_timeout")
+                } else if requests.in_flight() == 0 {
+                    (requests.last_done(), idle, "idle for limits.idle_timeout")
+                } else {
+                    check_at = tokio::time::Instant::now() + idle;
+                    continue;
+                };
+                let waited = Duration::from_millis(now.saturating_sub(since));
+                if waited >= limit {
+                    break Some(why);
                 }
-                check_at = tokio::time::Instant::now() + (idle - quiet);
+                check_at = tokio::time::Instant::now() + (limit - waited);
             }
         }
-    }
-    // Shutdown or idle: finish what is in flight, accept nothing new.
+    };
+    // Shutdown or idle: finish what is in flight, accept nothing new. An idle
+    // peer that does not let go within a few seconds is dropped.
     connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
-}
-
-/// Milliseconds on a process-local monotonic clock.
-fn now_millis() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// A socket that notes when bytes last moved, for the idle timeout.
-struct ActivityIo {
-    inner: TcpStream,
-    last: Arc<AtomicU64>,
-}
-
-impl AsyncRead for ActivityIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.last.store(now_millis(), Ordering::Relaxed);
+    match closing {
+        None => {
+            let _ = connection.await;
         }
-        polled
-    }
-}
-
-impl AsyncWrite for ActivityIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(now_millis(), Ordering::Relaxed);
+        Some(why) => {
+            tracing::debug!(peer = %conn.peer, "closing connection: {why}");
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
         }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(now_millis(), Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

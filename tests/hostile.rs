@@ -387,3 +387,59 @@ async fn stale_pooled_connections_are_retried_safely() {
         "GETs failed on stale pooled connections: {failures:?}"
     );
 }
+
+/// Found by the long suite: hyper's header timer does not cover HTTP/2, so
+/// a client trickling the preface or a HEADERS frame held its slot forever.
+#[tokio::test]
+async fn http2_slowloris_is_cut_off() {
+    let up = RawUpstream::start(Behaviour::Ok).await;
+    let proxy = Proxy::start(
+        "[limits]\nheader_read_timeout = \"1s\"\nidle_timeout = \"2s\"\n",
+        up.addr,
+    );
+    let authority = literal(b":authority", b"localhost");
+    let mut settings_then_headers = PREFACE.to_vec();
+    settings_then_headers.extend(frame(4, 0, 0, &[]));
+    let headers = frame(1, 0x5, 1, &[vec![0x82, 0x87, 0x84], authority].concat());
+    settings_then_headers.extend(&headers[..headers.len() - 3]);
+    // After one real request, a second one trickled: the idle rule applies.
+    let mut after_one = PREFACE.to_vec();
+    after_one.extend(frame(4, 0, 0, &[]));
+    after_one.extend(&headers);
+    for (name, bytes, pause_after) in [
+        ("trickled preface", PREFACE.to_vec(), 0usize),
+        ("trickled HEADERS", settings_then_headers, PREFACE.len() + 9),
+        ("second request trickled", after_one.clone(), after_one.len()),
+    ] {
+        let mut tls = tls_stream(&proxy, &[b"h2"]).await;
+        let started = Instant::now();
+        let (fast, slow) = bytes.split_at(pause_after);
+        let _ = tls.write_all(fast).await;
+        let trickle: Vec<u8> = if slow.is_empty() {
+            frame(1, 0x4, 3, &[0x82, 0x87, 0x84])
+        } else {
+            slow.to_vec()
+        };
+        let mut closed = false;
+        for b in trickle.iter().cycle().take(60) {
+            if tls.write_all(&[*b]).await.is_err() {
+                closed = true;
+                break;
+            }
+            let mut buf = [0u8; 4096];
+            match tokio::time::timeout(Duration::from_millis(250), tls.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(closed, "{name}: a trickling HTTP/2 client must be cut off");
+        assert!(
+            started.elapsed() < Duration::from_secs(9),
+            "{name}: cut off only after {:?}",
+            started.elapsed()
+        );
+    }
+}
