@@ -435,7 +435,7 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
         }
     };
     // Shutdown or idle: finish what is in flight, accept nothing new. An idle
-    // peer that does not let go within a few seconds is dropped.
+    // peer that does not let go within a second is dropped.
     connection.as_mut().graceful_shutdown();
     match closing {
         None => {
@@ -443,7 +443,8 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
         }
         Some(why) => {
             tracing::debug!(peer = %conn.peer, "closing connection: {why}");
-            let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+            // Nothing is in flight: a GOAWAY is a courtesy, not worth waiting for.
+            let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
         }
     }
 }
