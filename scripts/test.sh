@@ -22,6 +22,9 @@ echo "== cargo test (unit + integration, real sockets and TLS)"
 cargo build --quiet
 cargo test --quiet
 
+echo "== fuzz smoke: every cargo-fuzz target for 10 s, replaying the committed regressions"
+bash fuzz/smoke.sh 10
+
 echo "== docker: Dockerfile and compose lint (no Docker engine needed)"
 bash docker/lint.sh
 
