@@ -65,15 +65,18 @@ def template(name: str, out: Path, dir_: Path, port: int = 0):
     out.write_text(text)
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of pid and its children processes (nginx master + worker)."""
-    total = 0
-    pids = [pid]
+def family(pid: int) -> list[int]:
+    """pid and its child processes (nginx: master + worker)."""
     try:
-        pids += [int(p) for p in sh(["pgrep", "-P", str(pid)]).stdout.split()]
+        return [pid] + [int(p) for p in sh(["pgrep", "-P", str(pid)]).stdout.split()]
     except subprocess.CalledProcessError:
-        pass
-    for p in pids:
+        return [pid]
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of the process family, in clock ticks."""
+    total = 0
+    for p in family(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
@@ -83,13 +86,9 @@ def cpu_ticks(pid: int) -> int:
 
 
 def rss_kib(pid: int) -> int:
+    """Resident memory of the process family, KiB."""
     total = 0
-    pids = [pid]
-    try:
-        pids += [int(p) for p in sh(["pgrep", "-P", str(pid)]).stdout.split()]
-    except subprocess.CalledProcessError:
-        pass
-    for p in pids:
+    for p in family(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

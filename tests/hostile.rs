@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::h2raw::{frame, literal, PREFACE};
 use common::raw_upstream::{Behaviour, RawUpstream};
 use common::{get, tls_stream, Client, Proxy};
 use http_body_util::{BodyExt, Full};
@@ -176,27 +177,6 @@ async fn absolute_form_for_a_foreign_host_goes_only_to_the_upstream() {
     );
     assert!(!seen.contains("http://evil.example"), "{seen}");
 }
-
-/// One raw HTTP/2 frame.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// HPACK literal header field without indexing, new name (no Huffman).
-fn literal(name: &[u8], value: &[u8]) -> Vec<u8> {
-    assert!(name.len() < 127 && value.len() < 127);
-    let mut out = vec![0x00, name.len() as u8];
-    out.extend_from_slice(name);
-    out.push(value.len() as u8);
-    out.extend_from_slice(value);
-    out
-}
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Reads frames until the stream's RST_STREAM or HEADERS, a GOAWAY, or EOF.
 /// Returns (frame type, error code or :status byte) of what ended it.

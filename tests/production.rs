@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::h2raw::{frame, get_localhost, PREFACE};
 use common::upstream::Upstream;
 use common::{echoed, echoed_headers, get, plain_get, read_until, tls_stream, Client, Proxy};
 use http_body_util::Full;
@@ -79,22 +80,6 @@ async fn http2_refuses_extended_connect_so_browsers_use_http1_for_websockets() {
     assert_eq!(client.current_max_send_streams(), 7);
 }
 
-/// One raw HTTP/2 frame.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// HPACK for `GET https://localhost/`: static-table indices, literal authority.
-fn get_headers_block() -> Vec<u8> {
-    let mut block = vec![0x82, 0x87, 0x84, 0x01, 9];
-    block.extend_from_slice(b"localhost");
-    block
-}
-
 /// Reads server frames until a GOAWAY (returns its error code) or EOF (None).
 async fn read_goaway<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<u32> {
     loop {
@@ -122,12 +107,12 @@ async fn http2_rapid_reset_closes_the_abusive_connection_only() {
     let up = Upstream::start().await;
     let proxy = Proxy::start("[limits]\nmax_pending_reset_streams = 20\n", up.addr);
     let mut tls = tls_stream(&proxy, &[b"h2"]).await;
-    let mut burst = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut burst = PREFACE.to_vec();
     burst.extend(frame(4, 0, 0, &[]));
     // HEADERS then RST_STREAM(CANCEL) for 1000 streams, in one write.
     for i in 0..1000u32 {
         let id = 2 * i + 1;
-        burst.extend(frame(1, 0x5, id, &get_headers_block()));
+        burst.extend(frame(1, 0x5, id, &get_localhost()));
         burst.extend(frame(3, 0, id, &8u32.to_be_bytes()));
     }
     let _ = tls.write_all(&burst).await;

@@ -334,5 +334,6 @@ pub fn echoed<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+pub mod h2raw;
 pub mod raw_upstream;
 pub mod upstream;
