@@ -130,13 +130,26 @@ impl Server {
             Ok(loaded) => {
                 let old = self.current();
                 let new = self.generation(loaded);
-                if new.config.listen.https != old.config.listen.https
-                    || new.config.listen.http != old.config.listen.http
-                    || new.config.admin.listen != old.config.admin.listen
-                {
-                    tracing::warn!(
-                        "listen addresses changed: they take effect on restart; everything else is reloaded"
-                    );
+                let (n, o) = (&new.config, &old.config);
+                let restart_only = [
+                    (
+                        "listen addresses",
+                        n.listen.https != o.listen.https || n.listen.http != o.listen.http,
+                    ),
+                    ("admin.listen", n.admin.listen != o.admin.listen),
+                    (
+                        "limits.max_connections",
+                        n.limits.max_connections != o.limits.max_connections,
+                    ),
+                    (
+                        "[log] settings",
+                        n.log.level != o.log.level || n.log.access != o.log.access || n.log.format != o.log.format,
+                    ),
+                ];
+                for (what, changed) in restart_only {
+                    if changed {
+                        tracing::warn!("{what} changed: that takes effect on restart; everything else is reloaded");
+                    }
                 }
                 self.current.store(Arc::new(new));
                 self.telemetry.metrics.reloads.inc();

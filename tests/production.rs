@@ -687,3 +687,34 @@ async fn health_subcommand_reflects_the_admin_endpoint() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn reload_says_what_needs_a_restart() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("", up.addr);
+    std::fs::write(
+        proxy.dir.path().join("tlsfront.toml"),
+        "[limits]\nmax_connections = 5\n[log]\naccess = \"json\"\n[cookies]\nsame_site = \"lax\"\n",
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    let log = proxy.wait_for_log("reloaded configuration", Duration::from_secs(5));
+    assert!(
+        log.contains("limits.max_connections changed: that takes effect on restart"),
+        "{log}"
+    );
+    assert!(log.contains("[log] settings changed"), "{log}");
+    // Everything else did change: the new cookie policy applies to the next request.
+    let mut c = Client::connect(&proxy, false).await;
+    let (parts, _) = c.text(get(&proxy, "/cookies", false).body(empty()).unwrap()).await;
+    let first = parts
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .next()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(first, "session=abc123; Path=/; Secure; HttpOnly; SameSite=Lax");
+}
