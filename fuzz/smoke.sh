@@ -68,6 +68,8 @@ for t in $TARGETS; do
   [ -d "fuzz/regressions/$t" ] && dirs+=("fuzz/regressions/$t")
   args=(-max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 -timeout=25)
   [ -f "fuzz/dicts/$t.dict" ] && args+=(-dict="fuzz/dicts/$t.dict")
+  # A fixed seed (FUZZ_SEED) makes a failure in the test command reproducible.
+  [ -n "${FUZZ_SEED:-}" ] && args+=(-seed="$FUZZ_SEED")
   echo "== $t: ${SECONDS_PER_TARGET}s"
   start=$(date +%s)
   set +e
