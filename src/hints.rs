@@ -24,13 +24,6 @@ pub enum Hint {
 }
 
 impl Hint {
-    const ALL: [Hint; 4] = [
-        Hint::CookieWithoutSecure,
-        Hint::CookieWithoutHttpOnly,
-        Hint::RedirectToUpstream,
-        Hint::RedirectOverHttp,
-    ];
-
     /// Metric label.
     pub fn label(self) -> &'static str {
         match self {
@@ -114,10 +107,5 @@ impl Hints {
             Hint::RedirectOverHttp
         };
         self.notice(hint, &detail);
-    }
-
-    /// Every hint kind, for documentation and tests.
-    pub fn all() -> &'static [Hint] {
-        &Hint::ALL
     }
 }

@@ -80,7 +80,7 @@ impl Metrics {
         let upstream_errors = Family::<Labels, Counter>::default();
         registry.register("upstream_errors", "Upstream failures by kind", upstream_errors.clone());
         let kind = |k: &'static str| upstream_errors.get_or_create(&vec![("kind", k)]).clone();
-        let m = Metrics {
+        let mut m = Metrics {
             requests_1xx: class("1xx"),
             requests_2xx: class("2xx"),
             requests_3xx: class("3xx"),
@@ -103,7 +103,6 @@ impl Metrics {
             hints: Family::default(),
             registry,
         };
-        let mut m = m;
         let r = &mut m.registry;
         r.register(
             "open_connections",

@@ -202,24 +202,23 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
         "listening on https://{https_addr} (HTTP/1.1 and HTTP/2), forwarding to {}",
         config.upstream.url
     );
+    // The port clients use: the configured public one, else the one bound.
+    let public_port = match config.listen.https_public_port {
+        0 => https_addr.port(),
+        port => port,
+    };
     if let Some(ca) = dev_ca {
-        let port = if config.listen.https_public_port != 0 {
-            config.listen.https_public_port
-        } else {
-            https_addr.port()
-        };
-        tracing::info!("try it: curl --cacert {} https://localhost:{port}/", ca.display());
+        tracing::info!(
+            "try it: curl --cacert {} https://localhost:{public_port}/",
+            ca.display()
+        );
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     if let Some(listener) = http {
         let addr = listener.local_addr().map_err(|e| ServerError(e.to_string()))?;
         tracing::info!("listening on http://{addr} (redirects to https)");
         let redirect = RedirectToHttps {
-            public_port: if config.listen.https_public_port != 0 {
-                config.listen.https_public_port
-            } else {
-                https_addr.port()
-            },
+            public_port,
             header_read_timeout: config.limits.header_read_timeout,
         };
         tracker.spawn(accept_plain(listener, redirect, shutdown_rx.clone(), tracker.clone()));

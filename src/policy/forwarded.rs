@@ -53,11 +53,6 @@ impl TrustedProxies {
         let ip = ip.to_canonical();
         self.0.iter().any(|net| net.contains(&ip))
     }
-
-    /// Whether no peer at all is trusted.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Which headers to produce and whom to trust.
