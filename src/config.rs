@@ -205,6 +205,10 @@ pub struct Forwarded {
     pub x_real_ip: bool,
     /// Send RFC 7239 Forwarded.
     pub forwarded: bool,
+    /// Extra header names removed from untrusted peers, beyond every
+    /// `X-Forwarded-*` and the built-in client-identity list.
+    #[serde(deserialize_with = "header_names")]
+    pub strip_untrusted: Vec<HeaderName>,
 }
 
 /// `SameSite` policy for cookies.
@@ -393,6 +397,7 @@ impl Default for Forwarded {
             x_forwarded_port: true,
             x_real_ip: false,
             forwarded: false,
+            strip_untrusted: Vec::new(),
         }
     }
 }
@@ -881,6 +886,11 @@ impl fmt::Display for Config {
         writeln!(f, "x_forwarded_port = {}", w.x_forwarded_port)?;
         writeln!(f, "x_real_ip = {}", w.x_real_ip)?;
         writeln!(f, "forwarded = {}", w.forwarded)?;
+        writeln!(
+            f,
+            "strip_untrusted = {}",
+            list(&w.strip_untrusted.iter().map(|n| n.as_str()).collect::<Vec<_>>())
+        )?;
         let c = &self.cookies;
         writeln!(f, "\n[cookies]")?;
         writeln!(f, "secure = {}", c.secure)?;

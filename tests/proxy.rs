@@ -58,6 +58,51 @@ async fn http1_forwards_the_truth_to_the_app() {
     assert!(!body.contains("6.6.6.6") && !body.contains("evil"), "{body}");
 }
 
+/// Issue 10: identity headers beyond the classic forwarding set reached the
+/// app. Over HTTP/1.1 and HTTP/2, from an untrusted client, every one the
+/// issue names, any `X-Forwarded-*` and a configured name are gone; from a
+/// trusted proxy they pass.
+#[tokio::test]
+async fn forged_identity_headers_never_reach_the_app() {
+    const FORGED: [&str; 10] = [
+        "x-forwarded-client-cert",
+        "x-forwarded-uri",
+        "x-forwarded-server",
+        "x-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-original-forwarded-for",
+        "client-ip",
+        "x-original-url",
+        "x-auth-user",
+    ];
+    let up = Upstream::start().await;
+    let own = "[forwarded]\nstrip_untrusted = [\"X-Auth-User\"]\n";
+    let untrusted = Proxy::start(own, up.addr);
+    let trusted = Proxy::start(&format!("{own}trusted_proxies = [\"127.0.0.1\"]\n"), up.addr);
+    for (proxy, believed) in [(&untrusted, false), (&trusted, true)] {
+        for h2 in [false, true] {
+            let mut c = Client::connect(proxy, h2).await;
+            let mut req = get(proxy, "/echo/identity", h2).header("x-request-id", "r-1");
+            for name in FORGED {
+                req = req.header(name, "6.6.6.6");
+            }
+            let (parts, body) = c.text(req.body(empty()).unwrap()).await;
+            assert_eq!(parts.status, 200, "{body}");
+            let h = echoed_headers(&body);
+            assert_eq!(echoed(&h, "x-request-id"), vec!["r-1"], "{body}");
+            for name in FORGED {
+                let expected: Vec<&str> = if believed { vec!["6.6.6.6"] } else { vec![] };
+                assert_eq!(
+                    echoed(&h, name),
+                    expected,
+                    "{name} (trusted: {believed}, h2: {h2}): {body}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn http2_becomes_valid_http1_upstream() {
     let up = Upstream::start().await;

@@ -10,10 +10,11 @@
 //!
 //! Untrusted peer (not inside any trusted CIDR), properties:
 //!  1. never panics;
-//!  2. nothing the client sent survives in X-Forwarded-For/-Proto/-Host/-Port,
-//!     X-Real-IP, Forwarded, X-Forwarded-Prefix/-Ssl/-Scheme, X-Url-Scheme or
-//!     Front-End-Https: each is either absent or holds exactly what tlsfront
-//!     itself sets (the peer IP, "https", the Host, the port; Forwarded:
+//!  2. no header whose name starts with `x-forwarded-`, is in
+//!     `IDENTITY_HEADERS` or in `strip_untrusted` survives: the only ones
+//!     present afterwards are X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP
+//!     and Forwarded, each holding exactly what tlsfront itself sets (the
+//!     peer IP, "https", the Host, the port; Forwarded:
 //!     `for=<peer>;proto=https[;host=<Host>]`), whatever the client put there;
 //!  3. X-Forwarded-Proto/-Host/-Port have exactly one value when enabled and
 //!     none when disabled; the proto is "https";
@@ -21,7 +22,8 @@
 //!  5. the client is the peer, not via a trusted proxy.
 //! Trusted peer: never panics; X-Forwarded-Proto is "http" or "https";
 //! X-Forwarded-For/-Proto/-Host/-Port exactly one value each when enabled;
-//! the port is a number; X-Forwarded-For ends with the peer; other headers kept.
+//! the port is a number; X-Forwarded-For ends with the peer; every header
+//! tlsfront does not set itself (identity headers included) passes untouched.
 #![no_main]
 
 mod common;
@@ -32,21 +34,27 @@ use arbitrary::{Arbitrary, Unstructured};
 use http::header::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
-use tlsfront::policy::forwarded::{apply, ForwardedPolicy, RequestOrigin, TrustedProxies};
+use http::header::HeaderName;
+use tlsfront::policy::forwarded::{apply, ForwardedPolicy, RequestOrigin, TrustedProxies, IDENTITY_HEADERS};
 
-const SPOOFABLE: [&str; 11] = [
+/// The headers tlsfront itself sets (each checked for its own value).
+const MANAGED: [&str; 6] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-ssl",
-    "x-forwarded-scheme",
-    "x-url-scheme",
-    "front-end-https",
     "x-real-ip",
     "forwarded",
 ];
+
+/// The name this target configures in `forwarded.strip_untrusted`.
+const OWN_EXTRA: &str = "x-fuzz-own-identity";
+
+/// The contract, written independently of the code under test: any
+/// `x-forwarded-*`, any documented client-identity name, any configured name.
+fn forwarding_name(name: &str) -> bool {
+    name.starts_with("x-forwarded-") || IDENTITY_HEADERS.contains(&name) || name == OWN_EXTRA
+}
 
 const HOSTS: &[&str] = &[
     "app.example:8443",
@@ -146,6 +154,7 @@ fuzz_target!(|data: &[u8]| {
         x_forwarded_port: !c.no_port,
         x_real_ip: !c.no_real_ip,
         forwarded: !c.no_forwarded,
+        strip_untrusted: vec![HeaderName::from_static(OWN_EXTRA)],
     };
     let host = match &c.host {
         Host::Pool(i) => HeaderValue::from_static(HOSTS[*i as usize % HOSTS.len()]),
@@ -175,9 +184,17 @@ fuzz_target!(|data: &[u8]| {
         )
     };
 
-    // Every header outside the forwarding set passes untouched, in order.
+    // From an untrusted peer every header outside the forwarding set, from a
+    // trusted one every header tlsfront does not set, passes untouched, in order.
+    let passes = |name: &str| {
+        if c.trusted_mode {
+            !MANAGED.contains(&name)
+        } else {
+            !forwarding_name(name)
+        }
+    };
     for name in before.keys() {
-        if !SPOOFABLE.contains(&name.as_str()) {
+        if passes(name.as_str()) {
             assert_eq!(
                 common::values(&before, name.as_str()),
                 common::values(&after, name.as_str()),
@@ -188,7 +205,7 @@ fuzz_target!(|data: &[u8]| {
     }
     for name in after.keys() {
         assert!(
-            before.contains_key(name) || SPOOFABLE.contains(&name.as_str()),
+            before.contains_key(name) || MANAGED.contains(&name.as_str()),
             "{name} appeared from nowhere: {}",
             ctx()
         );
@@ -218,14 +235,12 @@ fuzz_target!(|data: &[u8]| {
                 none(&after, name, &ctx);
             }
         }
-        for name in [
-            "x-forwarded-prefix",
-            "x-forwarded-ssl",
-            "x-forwarded-scheme",
-            "x-url-scheme",
-            "front-end-https",
-        ] {
-            none(&after, name, &ctx);
+        for name in after.keys() {
+            assert!(
+                !forwarding_name(name.as_str()) || MANAGED.contains(&name.as_str()),
+                "{name} from an untrusted peer reached the app: {}",
+                ctx()
+            );
         }
         if policy.forwarded {
             let v = one(&after, "forwarded", &ctx);
@@ -256,11 +271,15 @@ fuzz_target!(|data: &[u8]| {
         }
         // Stated the way the issue puts it: no value the client put in a
         // forwarding header comes out, unless tlsfront would say the same.
-        let sent: Vec<&HeaderValue> = SPOOFABLE.iter().flat_map(|n| before.get_all(*n).iter()).collect();
+        let sent: Vec<&HeaderValue> = before
+            .iter()
+            .filter(|(n, _)| forwarding_name(n.as_str()))
+            .map(|(_, v)| v)
+            .collect();
         let allowed = [peer_str.as_bytes(), b"https", host.as_bytes(), port_str.as_bytes()];
         // (Forwarded itself was checked element by element above: its whole
         // value may equal one a client sent, which is then tlsfront's own.)
-        for name in SPOOFABLE.iter().filter(|n| **n != "forwarded") {
+        for name in MANAGED.iter().filter(|n| **n != "forwarded") {
             for out in after.get_all(*name) {
                 for s in &sent {
                     if s.as_bytes() == out.as_bytes() {

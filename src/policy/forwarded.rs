@@ -1,7 +1,9 @@
 //! X-Forwarded-*, X-Real-IP and RFC 7239 `Forwarded`: telling the app the truth.
 //!
 //! A peer outside the trusted set cannot inject anything: every incoming
-//! forwarding header is removed and replaced with what tlsfront saw. A trusted
+//! `X-Forwarded-*` header, every well-known client-identity header
+//! ([`IDENTITY_HEADERS`]) and the names in `forwarded.strip_untrusted` are
+//! removed, and what tlsfront saw is set instead. A trusted
 //! peer (a load balancer in front) gets its address appended to the
 //! `X-Forwarded-For` chain and keeps its own proto/host/port, so an outer
 //! `https` is never overwritten. Proto/host/port always leave with exactly one
@@ -22,21 +24,88 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// Headers some framework reads as "the original scheme, host or prefix".
-/// None of them may come from an untrusted peer.
-static SPOOFABLE: [HeaderName; 11] = [
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-forwarded-ssl"),
-    HeaderName::from_static("x-forwarded-scheme"),
-    HeaderName::from_static("x-url-scheme"),
-    HeaderName::from_static("front-end-https"),
-    HeaderName::from_static("x-real-ip"),
-    HeaderName::from_static("forwarded"),
+// Client-identity headers: names some framework, library or CDN reads as "who
+// the client is", "which scheme or host it used" or "which path it asked for".
+// From an untrusted peer every one of them is removed, as is every
+// `X-Forwarded-*` (by prefix). Sources: django-ipware, Rails' RemoteIp
+// (`Client-IP`), Tornado (`X-Scheme`), Symfony/Laravel (`X-Original-URL`,
+// `X-Rewrite-Url`), Java's client-IP helpers (`Proxy-Client-IP`,
+// `WL-Proxy-Client-IP`), Envoy, Cloudflare, Fastly, Akamai, CloudFront,
+// Azure (ARR, Front Door), App Engine, and the nginx/Apache mTLS header
+// conventions. One macro makes both the list (for docs, tests and the fuzz
+// target) and the `match` (compiled to a length switch: cheap per request).
+macro_rules! identity_headers {
+    ($($name:literal),* $(,)?) => {
+        /// Client-identity header names (lower case) removed from untrusted
+        /// peers, in addition to every `x-forwarded-*` name.
+        pub const IDENTITY_HEADERS: &[&str] = &[$($name),*];
+
+        fn is_identity_header(name: &str) -> bool {
+            matches!(name, $($name)|*)
+        }
+    };
+}
+
+identity_headers![
+    "forwarded",
+    "forwarded-for",
+    "x-forwarded",
+    "x-real-ip",
+    "x-real-port",
+    "x-client-ip",
+    "client-ip",
+    "http-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+    "x-proxyuser-ip",
+    "proxy-client-ip",
+    "wl-proxy-client-ip",
+    "x-remote-addr",
+    "x-remote-ip",
+    "x-originating-ip",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "cf-pseudo-ipv4",
+    "cf-visitor",
+    "fastly-client-ip",
+    "fastly-ssl",
+    "akamai-origin-hop",
+    "cloudfront-viewer-address",
+    "cloudfront-forwarded-proto",
+    "x-envoy-external-address",
+    "x-envoy-internal",
+    "x-azure-clientip",
+    "x-azure-socketip",
+    "x-arr-ssl",
+    "x-arr-clientcert",
+    "x-appengine-user-ip",
+    "front-end-https",
+    "x-url-scheme",
+    "x-scheme",
+    "x-host",
+    "x-original-host",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-client-cert",
+    "x-client-verify",
+    "ssl-client-cert",
+    "x-ssl-cert",
+    "x-ssl-client-cert",
+    "x-ssl-client-verify",
+    "x-ssl-client-dn",
+    "x-ssl-client-s-dn",
+    "remote-user",
+    "x-remote-user",
 ];
+
+/// Whether a header from an untrusted peer is removed by the built-in rule:
+/// any `x-forwarded-*` name or one of [`IDENTITY_HEADERS`].
+pub fn is_forged_identity(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-forwarded-") || is_identity_header(n)
+}
 
 /// The set of peers whose forwarding headers are believed.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +141,15 @@ pub struct ForwardedPolicy {
     pub x_real_ip: bool,
     /// Send RFC 7239 Forwarded.
     pub forwarded: bool,
+    /// Names of one's own removed from untrusted peers (`forwarded.strip_untrusted`).
+    pub strip_untrusted: Vec<HeaderName>,
+}
+
+impl ForwardedPolicy {
+    /// Whether `name` must not reach the app from an untrusted peer.
+    pub fn strips(&self, name: &HeaderName) -> bool {
+        is_forged_identity(name) || self.strip_untrusted.contains(name)
+    }
 }
 
 impl From<&config::Forwarded> for ForwardedPolicy {
@@ -84,6 +162,7 @@ impl From<&config::Forwarded> for ForwardedPolicy {
             x_forwarded_port: c.x_forwarded_port,
             x_real_ip: c.x_real_ip,
             forwarded: c.forwarded,
+            strip_untrusted: c.strip_untrusted.clone(),
         }
     }
 }
@@ -115,9 +194,10 @@ pub fn apply(headers: &mut HeaderMap, policy: &ForwardedPolicy, origin: &Request
     let peer = origin.peer.to_canonical();
     let trusted = policy.trusted.contains(peer);
     if !trusted {
-        // One pass over the names; the lookups only when there is something to remove.
-        if headers.keys().any(is_spoofable) {
-            for name in &SPOOFABLE {
+        // One pass over the names; collecting only when there is something to remove.
+        if headers.keys().any(|n| policy.strips(n)) {
+            let forged: Vec<HeaderName> = headers.keys().filter(|n| policy.strips(n)).cloned().collect();
+            for name in forged {
                 headers.remove(name);
             }
         }
@@ -242,11 +322,6 @@ fn set_all(
     }
 }
 
-fn is_spoofable(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    n.starts_with("x-forwarded-") || matches!(n, "x-real-ip" | "forwarded" | "x-url-scheme" | "front-end-https")
-}
-
 /// RFC 7230 tchar.
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -329,6 +404,7 @@ mod tests {
             x_forwarded_port: true,
             x_real_ip: all,
             forwarded: all,
+            strip_untrusted: vec![HeaderName::from_static("x-auth-user")],
         }
     }
 
@@ -534,5 +610,88 @@ mod tests {
         assert!(h.get("x-real-ip").is_none());
         assert!(h.get("forwarded").is_none());
         assert_eq!(one(&h, "x-forwarded-proto"), "https");
+    }
+
+    /// Every name the issue found reaching the app, every built-in identity
+    /// header, any `X-Forwarded-*` and the configured extra names: all gone
+    /// from an untrusted peer, all kept from a trusted one.
+    #[test]
+    fn identity_headers_from_untrusted_peers_are_removed() {
+        let mut names: Vec<&str> = vec![
+            "x-forwarded-client-cert",
+            "x-forwarded-uri",
+            "x-forwarded-server",
+            "x-forwarded-user",
+            "X-Client-IP",
+            "True-Client-IP",
+            "CF-Connecting-IP",
+            "X-Original-Forwarded-For",
+            "x-auth-user",
+        ];
+        names.extend_from_slice(IDENTITY_HEADERS);
+        let names: std::collections::BTreeSet<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let forged = || {
+            let mut h = HeaderMap::new();
+            for n in &names {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_static("6.6.6.6"),
+                );
+            }
+            h.append("x-request-id", HeaderValue::from_static("kept"));
+            h
+        };
+        let untrusted = RequestOrigin {
+            peer_value: None,
+            peer: "203.0.113.9".parse().unwrap(),
+            host: &HOST,
+            public_port: 8443,
+        };
+        let mut h = forged();
+        apply(&mut h, &policy(&[], true), &untrusted);
+        for (name, value) in &h {
+            assert_ne!(value, "6.6.6.6", "{name} from an untrusted peer reached the app");
+        }
+        assert!(!h.iter().any(|(_, v)| v.to_str().unwrap().contains("6.6.6.6")));
+        assert_eq!(one(&h, "x-request-id"), "kept");
+
+        let mut h = forged();
+        let trusted = RequestOrigin {
+            peer: "10.0.0.2".parse().unwrap(),
+            ..untrusted
+        };
+        apply(&mut h, &policy(&["10.0.0.0/8"], true), &trusted);
+        assert_eq!(one(&h, "x-forwarded-client-cert"), "6.6.6.6");
+        assert_eq!(one(&h, "true-client-ip"), "6.6.6.6");
+        assert_eq!(one(&h, "x-auth-user"), "6.6.6.6");
+    }
+
+    #[test]
+    fn ordinary_headers_are_not_identity_headers() {
+        for n in [
+            "x-request-id",
+            "x-forwarded",
+            "x-forwardedfor",
+            "cookie",
+            "via",
+            "x-csrf-token",
+            "user-agent",
+        ] {
+            let name = HeaderName::from_static(n);
+            assert_eq!(is_forged_identity(&name), n == "x-forwarded", "{n}");
+        }
+        assert!(is_forged_identity(&HeaderName::from_static("x-forwarded-anything")));
+        for n in IDENTITY_HEADERS {
+            assert_eq!(n.to_ascii_lowercase(), *n, "{n} must be lower case to ever match");
+            assert!(is_forged_identity(&HeaderName::from_static(n)));
+        }
+    }
+
+    #[test]
+    fn readme_lists_every_identity_header() {
+        let readme = include_str!("../../README.md");
+        for n in IDENTITY_HEADERS {
+            assert!(readme.contains(&format!("`{n}`")), "README does not list {n}");
+        }
     }
 }
