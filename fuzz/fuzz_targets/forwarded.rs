@@ -31,10 +31,9 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arbitrary::{Arbitrary, Unstructured};
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
-use http::header::HeaderName;
 use tlsfront::policy::forwarded::{apply, ForwardedPolicy, RequestOrigin, TrustedProxies, IDENTITY_HEADERS};
 
 /// The headers tlsfront itself sets (each checked for its own value).
