@@ -75,6 +75,17 @@ pub struct Listen {
     pub https_public_port: u16,
 }
 
+impl Listen {
+    /// The port clients use for https: `https_public_port`, else the port the
+    /// HTTPS listener is bound to. The one place this rule lives.
+    pub fn public_port(&self, bound_port: u16) -> u16 {
+        match self.https_public_port {
+            0 => bound_port,
+            port => port,
+        }
+    }
+}
+
 /// Minimum TLS protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum TlsVersion {
@@ -610,13 +621,10 @@ impl Config {
         Ok(())
     }
 
-    /// The port clients use for https, for redirects and X-Forwarded-Port.
+    /// The port clients use for https, for redirects and X-Forwarded-Port,
+    /// as configured (before binding: an ephemeral port 0 stays 0).
     pub fn public_https_port(&self) -> u16 {
-        if self.listen.https_public_port != 0 {
-            self.listen.https_public_port
-        } else {
-            self.listen.https.port()
-        }
+        self.listen.public_port(self.listen.https.port())
     }
 
     /// Whether the development certificate is used (no cert/key configured).

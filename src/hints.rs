@@ -11,7 +11,6 @@ use crate::telemetry::Telemetry;
 
 /// Problems tlsfront can notice in live traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
 pub enum Hint {
     /// A Set-Cookie without `Secure`.
     CookieWithoutSecure,
@@ -61,9 +60,30 @@ impl Hint {
     }
 }
 
+/// One flag per hint, reached through an exhaustive match: a new hint is a
+/// compile error here, never an index out of bounds at run time.
+#[derive(Default)]
+struct Seen {
+    cookie_without_secure: AtomicBool,
+    cookie_without_http_only: AtomicBool,
+    redirect_to_upstream: AtomicBool,
+    redirect_over_http: AtomicBool,
+}
+
+impl Seen {
+    fn flag(&self, hint: Hint) -> &AtomicBool {
+        match hint {
+            Hint::CookieWithoutSecure => &self.cookie_without_secure,
+            Hint::CookieWithoutHttpOnly => &self.cookie_without_http_only,
+            Hint::RedirectToUpstream => &self.redirect_to_upstream,
+            Hint::RedirectOverHttp => &self.redirect_over_http,
+        }
+    }
+}
+
 /// Remembers which hints were already logged.
 pub struct Hints {
-    seen: [AtomicBool; 4],
+    seen: Seen,
     telemetry: Arc<Telemetry>,
 }
 
@@ -76,36 +96,84 @@ impl Hints {
         }
     }
 
-    /// Logs the hint the first time, counts it every time.
-    pub fn notice(&self, hint: Hint, detail: &str) {
+    /// Logs the hint the first time, counts it every time. `detail` is only
+    /// built for the one line that is logged, not on every occurrence.
+    pub fn notice(&self, hint: Hint, detail: impl FnOnce() -> String) {
         self.telemetry
             .metrics
             .hints
             .get_or_create(&vec![("kind", hint.label())])
             .inc();
-        if !self.seen[hint as usize].swap(true, Ordering::Relaxed) {
-            tracing::warn!(hint = hint.label(), "{detail}: {}", hint.explanation());
+        // A cheap load first: after the first time, no read-modify-write per request.
+        let flag = self.seen.flag(hint);
+        if !flag.load(Ordering::Relaxed) && !flag.swap(true, Ordering::Relaxed) {
+            tracing::warn!(hint = hint.label(), "{}: {}", detail(), hint.explanation());
         }
+    }
+
+    /// Whether `hint` was already logged.
+    pub fn logged(&self, hint: Hint) -> bool {
+        self.seen.flag(hint).load(Ordering::Relaxed)
     }
 
     /// After Set-Cookie hardening.
     pub fn cookies_hardened(&self, added: Hardening) {
         if added.added_secure {
-            self.notice(Hint::CookieWithoutSecure, "Set-Cookie without Secure");
+            self.notice(Hint::CookieWithoutSecure, || "Set-Cookie without Secure".into());
         }
         if added.added_http_only {
-            self.notice(Hint::CookieWithoutHttpOnly, "Set-Cookie without HttpOnly");
+            self.notice(Hint::CookieWithoutHttpOnly, || "Set-Cookie without HttpOnly".into());
         }
     }
 
     /// After a redirect URL was rewritten.
     pub fn redirect_rewritten(&self, rewrite: &Rewrite) {
-        let detail = format!("rewrote {}: {}", rewrite.header, rewrite.from);
         let hint = if rewrite.to_upstream {
             Hint::RedirectToUpstream
         } else {
             Hint::RedirectOverHttp
         };
-        self.notice(hint, &detail);
+        self.notice(hint, || format!("rewrote {}: {}", rewrite.header, rewrite.from));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::config::AccessLogFormat;
+
+    /// Every hint has its own flag, the detail is built once (when logged),
+    /// and every occurrence is counted.
+    #[test]
+    fn each_hint_is_logged_once_and_counted_always() {
+        let hints = Hints::new(Arc::new(Telemetry::new(AccessLogFormat::Off)));
+        let all = [
+            Hint::CookieWithoutSecure,
+            Hint::CookieWithoutHttpOnly,
+            Hint::RedirectToUpstream,
+            Hint::RedirectOverHttp,
+        ];
+        let built = Cell::new(0);
+        // A subscriber that takes warnings, so the detail is really formatted.
+        let subscriber = tracing_subscriber::fmt().with_writer(std::io::sink).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        for round in 0..3 {
+            for (i, hint) in all.iter().enumerate() {
+                assert_eq!(hints.logged(*hint), round > 0, "{hint:?} in round {round}");
+                hints.notice(*hint, || {
+                    built.set(built.get() + 1);
+                    format!("detail {i}")
+                });
+                assert!(hints.logged(*hint));
+                for later in &all[i + 1..] {
+                    assert_eq!(hints.logged(*later), round > 0, "{later:?} set by {hint:?}");
+                }
+            }
+        }
+        assert_eq!(built.get(), all.len(), "detail built more than once per hint");
+        let text = hints.telemetry.metrics.encode();
+        assert!(text.contains("kind=\"redirect_over_http\"} 3"), "{text}");
     }
 }

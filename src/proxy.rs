@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessRecord;
 use crate::body::{BodyOutcome, LimitedBody, ObservedBody};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::hints::Hints;
 use crate::policy::cookies::{self, CookiePolicy};
 use crate::policy::forwarded::{self, ForwardedPolicy, RequestOrigin};
@@ -113,8 +113,8 @@ pub struct Proxy {
     cookies: CookiePolicy,
     headers: HeaderRules,
     rewrite_redirects: bool,
-    /// `listen.https_public_port`, or 0 = the port the client connected to.
-    public_port: u16,
+    /// Where clients connect (for the public https port).
+    listen: config::Listen,
     max_header_bytes: usize,
     max_body_bytes: u64,
     telemetry: Arc<Telemetry>,
@@ -140,7 +140,7 @@ impl Proxy {
             cookies: CookiePolicy::from(&config.cookies),
             headers: HeaderRules::from(&config.headers),
             rewrite_redirects: config.redirects.rewrite_location,
-            public_port: config.listen.https_public_port,
+            listen: config.listen.clone(),
             max_header_bytes: config.limits.max_request_header_bytes,
             max_body_bytes: config.limits.max_request_body_bytes,
             telemetry,
@@ -232,11 +232,7 @@ impl Proxy {
             self.telemetry.metrics.count_limit("body_bytes");
             return refuse(StatusCode::PAYLOAD_TOO_LARGE, "413 Content Too Large", Some(host));
         }
-        let public_port = if self.public_port != 0 {
-            self.public_port
-        } else {
-            conn.local.port()
-        };
+        let public_port = self.listen.public_port(conn.local.port());
         let upgrade = wants_upgrade(&req).then(|| {
             let protocol = req.headers().get(UPGRADE).cloned();
             (hyper::upgrade::on(&mut req), protocol)

@@ -202,11 +202,7 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
         "listening on https://{https_addr} (HTTP/1.1 and HTTP/2), forwarding to {}",
         config.upstream.url
     );
-    // The port clients use: the configured public one, else the one bound.
-    let public_port = match config.listen.https_public_port {
-        0 => https_addr.port(),
-        port => port,
-    };
+    let public_port = config.listen.public_port(https_addr.port());
     if let Some(ca) = dev_ca {
         tracing::info!(
             "try it: curl --cacert {} https://localhost:{public_port}/",
@@ -257,33 +253,17 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, ServerError> {
 /// Raises the soft open-files limit toward the hard one, so that
 /// `max_connections` (plus the upstream pool) is reachable.
 fn raise_fd_limit(max_connections: usize) {
-    #[cfg(unix)]
-    {
-        let needed = libc::rlim_t::try_from(max_connections)
-            .unwrap_or(libc::rlim_t::MAX)
-            .saturating_add(128);
-        // Room for the upstream pool too.
-        let wanted = needed.saturating_mul(2);
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-                return;
-            }
-            if lim.rlim_cur < wanted {
-                lim.rlim_cur = wanted.min(lim.rlim_max);
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < needed {
-                tracing::warn!(
-                    "open-files limit is {}: fewer than limits.max_connections = {max_connections} client connections can be served",
-                    lim.rlim_cur
-                );
-            }
-        }
+    let needed = u64::try_from(max_connections).unwrap_or(u64::MAX).saturating_add(128);
+    // Room for the upstream pool too.
+    let wanted = needed.saturating_mul(2);
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < needed => tracing::warn!(
+            "open-files limit is {limit}: fewer than limits.max_connections = {max_connections} client connections can be served"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            "cannot raise the open-files limit ({e}): limits.max_connections = {max_connections} may not be reachable"
+        ),
     }
 }
 
