@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::routes::RouteTable;
 use crate::server::Server;
 
 /// An app that answered this recently is ready without a new probe.
@@ -49,18 +50,22 @@ async fn respond(req: Request<Incoming>, server: &Server) -> Response<Full<Bytes
         "/healthz" if server.is_shutting_down() => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            let generation = server.current();
-            let upstream = generation.proxy.upstream();
             if server.is_shutting_down() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-            } else if upstream.answered_within(RECENT) || upstream.probe().await {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("upstream {} is not answering\n", upstream.authority()),
-                )
+                return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
             }
+            let generation = server.current();
+            let (ready, body) = readiness(generation.proxy.routes()).await;
+            let mut resp = text(
+                if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                },
+                &body,
+            );
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
         }
         "/metrics" => {
             let mut resp = text(StatusCode::OK, &server.telemetry.metrics.encode());
@@ -72,6 +77,35 @@ async fn respond(req: Request<Incoming>, server: &Server) -> Response<Full<Bytes
         }
         _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz or /metrics\n"),
     }
+}
+
+/// Ready while every route has a server that takes requests and answers
+/// (recently, or to a connection attempt now). The body lists each route
+/// and server, e.g. `{"ready":false,"routes":[{"route":"[upstream]",
+/// "ready":false,"servers":[{"url":"http://127.0.0.1:8000","available":true,
+/// "answering":false}]}]}`.
+async fn readiness(routes: &RouteTable) -> (bool, String) {
+    let mut all_ready = true;
+    let mut out = Vec::new();
+    for route in routes.all() {
+        let mut servers = Vec::new();
+        let mut route_ready = false;
+        for s in route.upstream.servers() {
+            let available = s.available();
+            let answering = available && (s.answered_within(RECENT) || s.probe().await);
+            route_ready |= answering;
+            servers.push(serde_json::json!({
+                "url": s.label,
+                "available": available,
+                "answering": answering,
+                "in_flight": s.in_flight(),
+            }));
+        }
+        all_ready &= route_ready;
+        out.push(serde_json::json!({ "route": route.name, "ready": route_ready, "servers": servers }));
+    }
+    let body = serde_json::json!({ "ready": all_ready, "routes": out });
+    (all_ready, format!("{body}\n"))
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

@@ -88,6 +88,7 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Source), ConfigError>
     }
     if let Some(upstream) = &args.upstream {
         config.upstream.url = UpstreamUrl::parse(upstream.trim()).map_err(|m| flag_error("--upstream", m))?;
+        config.upstream_given = true;
     }
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         config.tls.cert = Some(cert.clone());

@@ -17,6 +17,12 @@ use ipnet::IpNet;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+mod route;
+pub use route::{
+    Balance, CookiesOverride, ForwardedOverride, HeadersOverride, HostPattern, PathPrefix, RedirectsOverride, Route,
+    ServerUrl, Sticky,
+};
+
 /// Where the configuration came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -59,6 +65,14 @@ pub struct Config {
     pub admin: Admin,
     /// Fixed request/response headers and HSTS.
     pub headers: Headers,
+    /// `[[route]]` tables: several apps behind one listener.
+    #[serde(rename = "route")]
+    pub routes: Vec<Route>,
+    /// Whether `[upstream]` is a route: always without `[[route]]` tables;
+    /// with them, only when `[upstream] url` was written in the file or
+    /// given with `--upstream` (then it is the fallback route).
+    #[serde(skip)]
+    pub upstream_given: bool,
 }
 
 /// `[listen]`
@@ -500,7 +514,7 @@ impl Config {
     /// Parses a TOML document. `source` names it in errors.
     pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let path = err.path().to_string();
             let inner = err.into_inner();
             let position = inner.span().map(|span| line_col(text, span.start));
@@ -512,6 +526,14 @@ impl Config {
                 message,
             }
         })?;
+        // Parsed again only to see whether `[upstream] url` is written (the
+        // typed parse above cannot tell a default from a written value).
+        config.upstream_given = config.routes.is_empty()
+            || toml::from_str::<toml::Table>(text).is_ok_and(|t| {
+                t.get("upstream")
+                    .and_then(|u| u.as_table())
+                    .is_some_and(|u| u.contains_key("url"))
+            });
         config.validate(source)?;
         Ok(config)
     }
@@ -618,6 +640,7 @@ impl Config {
         if self.upstream.connect_timeout.is_zero() || self.upstream.response_timeout.is_zero() {
             return Err(err("upstream", "timeouts must be greater than zero".into()));
         }
+        route::validate(&self.routes, self.upstream_given).map_err(|(key, message)| err(&key, message))?;
         Ok(())
     }
 
@@ -880,7 +903,10 @@ impl fmt::Display for Config {
         )?;
         let u = &self.upstream;
         writeln!(f, "\n[upstream]")?;
-        writeln!(f, "url = \"{}\"", u.url)?;
+        // With routes, an unwritten url is no fallback: printing it would make one.
+        if self.upstream_given || self.routes.is_empty() {
+            writeln!(f, "url = \"{}\"", u.url)?;
+        }
         writeln!(f, "connect_timeout = \"{}\"", dur(u.connect_timeout))?;
         writeln!(f, "response_timeout = \"{}\"", dur(u.response_timeout))?;
         writeln!(f, "pool_idle_timeout = \"{}\"", dur(u.pool_idle_timeout))?;
@@ -946,7 +972,12 @@ impl fmt::Display for Config {
             list(&h.remove_response.iter().map(|n| n.as_str()).collect::<Vec<_>>())
         )?;
         writeln!(f, "set_response = {}", table(&h.set_response))?;
-        write!(f, "set_request = {}", table(&h.set_request))
+        write!(f, "set_request = {}", table(&h.set_request))?;
+        if !self.routes.is_empty() {
+            writeln!(f)?;
+            route::display_routes(&self.routes, f)?;
+        }
+        Ok(())
     }
 }
 

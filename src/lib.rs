@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod routes;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -10,6 +10,9 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
+/// Labels naming a configured server (`upstream`), bounded by the config.
+pub type ServerLabels = Vec<(&'static str, String)>;
+
 /// All of tlsfront's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -28,6 +31,8 @@ pub struct Metrics {
     pub upstream_timeouts: Counter,
     /// Broken upstream responses.
     pub upstream_protocol_errors: Counter,
+    /// Requests refused because every server of their route was down.
+    pub upstream_unavailable: Counter,
     /// Client connections open now.
     pub open_connections: Gauge,
     /// Upgraded (WebSocket) tunnels open now.
@@ -48,6 +53,12 @@ pub struct Metrics {
     pub limit_rejections: Family<Labels, Counter>,
     /// Problems in the app's traffic that tlsfront noticed (see `hints`).
     pub hints: Family<Labels, Counter>,
+    /// Responses received, per configured server.
+    pub server_responses: Family<ServerLabels, Counter>,
+    /// Failures per configured server and kind.
+    pub server_failures: Family<ServerLabels, Counter>,
+    /// 1 while a configured server takes requests (healthy, not ejected).
+    pub server_up: Family<ServerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -91,6 +102,7 @@ impl Metrics {
             upstream_connect_errors: kind("connect"),
             upstream_timeouts: kind("timeout"),
             upstream_protocol_errors: kind("protocol"),
+            upstream_unavailable: kind("no_healthy_server"),
             open_connections: Gauge::default(),
             open_tunnels: Gauge::default(),
             tls_handshakes: Counter::default(),
@@ -101,6 +113,9 @@ impl Metrics {
             reload_failures: Counter::default(),
             limit_rejections: Family::default(),
             hints: Family::default(),
+            server_responses: Family::default(),
+            server_failures: Family::default(),
+            server_up: Family::default(),
             registry,
         };
         let r = &mut m.registry;
@@ -147,6 +162,21 @@ impl Metrics {
             "hints",
             "Problems noticed in the app's traffic, by kind",
             m.hints.clone(),
+        );
+        r.register(
+            "upstream_server_responses",
+            "Responses received, per configured server",
+            m.server_responses.clone(),
+        );
+        r.register(
+            "upstream_server_failures",
+            "Failures per configured server, by kind",
+            m.server_failures.clone(),
+        );
+        r.register(
+            "upstream_server_up",
+            "1 while a configured server takes requests (healthy, not ejected)",
+            m.server_up.clone(),
         );
         m
     }

@@ -19,12 +19,15 @@ use crate::access_log::AccessRecord;
 use crate::body::{BodyOutcome, LimitedBody, ObservedBody};
 use crate::config::{self, Config};
 use crate::hints::Hints;
-use crate::policy::cookies::{self, CookiePolicy};
-use crate::policy::forwarded::{self, ForwardedPolicy, RequestOrigin};
+use crate::policy::cookies;
+use crate::policy::forwarded::{self, RequestOrigin};
 use crate::policy::headers::HeaderRules;
-use crate::policy::{hop, redirects};
+use crate::policy::{hop, prefix, redirects};
+use crate::routes::{self, Route, RouteTable, Selected};
 use crate::telemetry::{InFlight, Telemetry};
-use crate::upstream::{ProxyBody, Upstream, UpstreamError};
+use crate::upstream::{FailureKind, ProxyBody, UpstreamError};
+
+static X_FORWARDED_PREFIX: http::header::HeaderName = http::header::HeaderName::from_static("x-forwarded-prefix");
 
 /// What is known about the client connection a request arrived on.
 #[derive(Debug)]
@@ -108,11 +111,10 @@ impl Connection {
 
 /// Everything a request needs, built once per configuration generation.
 pub struct Proxy {
-    upstream: Upstream,
-    forwarded: ForwardedPolicy,
-    cookies: CookiePolicy,
+    /// Where requests go, and each route's policy.
+    routes: RouteTable,
+    /// Top-level `[headers]`, for tlsfront's own answers (no route involved).
     headers: HeaderRules,
-    rewrite_redirects: bool,
     /// Where clients connect (for the public https port).
     listen: config::Listen,
     max_header_bytes: usize,
@@ -126,6 +128,8 @@ pub struct Proxy {
 /// What forwarding produced, before the response is recorded.
 struct Forwarded {
     response: Response<ProxyBody>,
+    /// The route that took the request (its `[headers]` apply to the response).
+    route: Option<Arc<Route>>,
     client_ip: IpAddr,
     host: Option<HeaderValue>,
     upstream_time: Option<Duration>,
@@ -135,11 +139,8 @@ impl Proxy {
     /// Builds the request pipeline from a validated config.
     pub fn new(config: &Config, telemetry: Arc<Telemetry>, hints: Arc<Hints>, tunnels: TaskTracker) -> Self {
         Proxy {
-            upstream: Upstream::new(&config.upstream),
-            forwarded: ForwardedPolicy::from(&config.forwarded),
-            cookies: CookiePolicy::from(&config.cookies),
+            routes: RouteTable::new(config, &telemetry.metrics),
             headers: HeaderRules::from(&config.headers),
-            rewrite_redirects: config.redirects.rewrite_location,
             listen: config.listen.clone(),
             max_header_bytes: config.limits.max_request_header_bytes,
             max_body_bytes: config.limits.max_request_body_bytes,
@@ -149,9 +150,9 @@ impl Proxy {
         }
     }
 
-    /// The upstream client (for readiness checks).
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
+    /// The route table (for readiness checks).
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
     }
 
     /// Proxies one request. Never fails: problems become 4xx/5xx responses.
@@ -177,7 +178,10 @@ impl Proxy {
         let forwarded = self.forward(req, conn).await;
 
         let (mut head, body) = forwarded.response.into_parts();
-        self.headers.apply_response(&mut head.headers);
+        match &forwarded.route {
+            Some(route) => route.policy.headers.apply_response(&mut head.headers),
+            None => self.headers.apply_response(&mut head.headers),
+        }
         let in_flight = InFlight {
             record: AccessRecord {
                 time,
@@ -203,6 +207,7 @@ impl Proxy {
         let method = req.method().clone();
         let refuse = |status, text: &str, host: Option<HeaderValue>| Forwarded {
             response: error_response(status, text),
+            route: None,
             client_ip: peer_ip,
             host,
             upstream_time: None,
@@ -238,7 +243,14 @@ impl Proxy {
             (hyper::upgrade::on(&mut req), protocol)
         });
 
-        // 2. Request policy.
+        // 2. Where it goes: route match (the server is picked when sending).
+        let (route, upstream_target) = match self.route(&req, &host) {
+            Ok(found) => found,
+            Err(refusal) => return refuse(refusal.0, refusal.1, Some(host)),
+        };
+        let policy = &route.policy;
+
+        // 3. Request policy.
         let (mut head, body) = req.into_parts();
         let downstream_version = head.version;
         hop::strip(&mut head.headers);
@@ -250,7 +262,7 @@ impl Proxy {
         head.headers.insert(HOST, host.clone());
         let client = forwarded::apply(
             &mut head.headers,
-            &self.forwarded,
+            &policy.forwarded,
             &RequestOrigin {
                 peer: peer_ip,
                 host: &host,
@@ -258,27 +270,37 @@ impl Proxy {
                 peer_value: Some(&conn.peer_value),
             },
         );
-        self.headers.apply_request(&mut head.headers);
+        if let Some(mount) = &route.strip_prefix {
+            set_forwarded_prefix(&mut head.headers, mount, client.via_trusted_proxy);
+        }
+        policy.headers.apply_request(&mut head.headers);
         if let Some((_, Some(protocol))) = &upgrade {
             head.headers.insert(UPGRADE, protocol.clone());
             head.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
         let req_path = head.uri.path_and_query().cloned();
-        head.uri = self.upstream.uri_for(req_path.as_ref());
+        head.uri = upstream_target;
         head.version = Version::HTTP_11;
+        let affinity = route
+            .sticky_cookie
+            .as_deref()
+            .and_then(|name| cookie_value(&head.headers, name));
 
-        // 3. Upstream.
+        // 4. Upstream: pick a server, send, wait for the response head.
         let outcome = BodyOutcome::default();
         let body = LimitedBody::new(body, self.max_body_bytes, outcome.clone(), self.telemetry.clone());
         let asked = Instant::now();
-        let sent = self.upstream.send(Request::from_parts(head, body.boxed())).await;
+        let sent = route
+            .upstream
+            .send(Request::from_parts(head, body.boxed()), affinity.as_deref())
+            .await;
         let upstream_time = asked.elapsed();
         self.telemetry
             .metrics
             .upstream_duration
             .observe(upstream_time.as_secs_f64());
-        let mut response = match sent {
-            Ok(response) => response,
+        let answer = match sent {
+            Ok(answer) => answer,
             Err(_) if outcome.too_large() => {
                 self.telemetry.metrics.count_limit("body_bytes");
                 return refuse(StatusCode::PAYLOAD_TOO_LARGE, "413 Content Too Large", Some(host));
@@ -292,40 +314,29 @@ impl Proxy {
                 );
             }
             Err(e) => {
-                let m = &self.telemetry.metrics;
-                let status = match e {
-                    UpstreamError::Timeout(_) => {
-                        m.upstream_timeouts.inc();
-                        StatusCode::GATEWAY_TIMEOUT
-                    }
-                    UpstreamError::Connect(_) => {
-                        m.upstream_connect_errors.inc();
-                        StatusCode::BAD_GATEWAY
-                    }
-                    UpstreamError::Protocol(_) => {
-                        m.upstream_protocol_errors.inc();
-                        StatusCode::BAD_GATEWAY
-                    }
-                };
+                self.count_upstream_error(&e);
+                let status = e.kind.status();
                 tracing::warn!(
                     client = %client.client_ip,
                     %method,
                     path = head_path(&req_path),
-                    upstream = %self.upstream.authority(),
+                    route = %route.name,
                     status = status.as_u16(),
                     "upstream failed: {e}"
                 );
                 return Forwarded {
-                    response: error_response(status, upstream_failure_text(&e)),
+                    response: error_response(status, e.kind.client_text()),
+                    route: Some(route),
                     client_ip: client.client_ip,
                     host: Some(host),
                     upstream_time: Some(upstream_time),
                 };
             }
         };
-        self.upstream.mark_answered();
+        let mut response = answer.response;
+        let server = answer.server;
 
-        // 4. Response policy.
+        // 5. Response policy.
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match (switching, upgrade) {
             (true, Some((client_side, _))) => Some((client_side, hyper::upgrade::on(&mut response))),
@@ -342,15 +353,29 @@ impl Proxy {
         let (mut head, body) = response.into_parts();
         let upgraded_to = head.headers.get(UPGRADE).cloned();
         hop::strip(&mut head.headers);
-        let hardened = cookies::harden_response(&mut head.headers, &self.cookies);
+        let hardened = cookies::harden_response(&mut head.headers, &policy.cookies);
         if hardened.any() {
             self.hints.cookies_hardened(hardened);
         }
-        if self.rewrite_redirects {
-            self.rewrite_redirects(&mut head.headers, &host, public_port);
+        if policy.rewrite_redirects {
+            self.rewrite_redirects(&mut head.headers, &host, public_port, &server.authority);
+        }
+        if let Some(mount) = &route.strip_prefix {
+            if let Some((public_host, _)) = host.to_str().ok().and_then(redirects::split_host_port) {
+                prefix::prefix_response(&mut head.headers, mount, public_host);
+            }
+        }
+        if let Some(name) = &route.sticky_cookie {
+            if affinity.as_deref() != Some(server.id.as_str()) {
+                let path = route.strip_prefix.as_deref().unwrap_or("/");
+                let cookie = format!("{name}={}; Path={path}; Secure; HttpOnly; SameSite=Lax", server.id);
+                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                    head.headers.append(http::header::SET_COOKIE, v);
+                }
+            }
         }
 
-        // 5. Tunnel an upgrade, or stream the body back.
+        // 6. Tunnel an upgrade, or stream the body back.
         if let Some((client_side, upstream_side)) = tunnel {
             if let Some(protocol) = upgraded_to {
                 head.headers.insert(UPGRADE, protocol);
@@ -373,13 +398,77 @@ impl Proxy {
         }
         Forwarded {
             response: Response::from_parts(head, body.map_err(Into::into).boxed()),
+            route: Some(route),
             client_ip: client.client_ip,
             host: Some(host),
             upstream_time: Some(upstream_time),
         }
     }
 
-    fn rewrite_redirects(&self, headers: &mut HeaderMap, host: &HeaderValue, public_port: u16) {
+    /// Route match: which route takes the request, and the origin-form
+    /// target it is sent upstream with. Without `[[route]]` tables the path
+    /// goes unchanged to the one upstream, as before routes existed; with
+    /// them it is normalised first (so `/admin/../x` is `/x` for matching and
+    /// for the app alike) and loses a mount prefix.
+    fn route(
+        &self,
+        req: &Request<Incoming>,
+        host: &HeaderValue,
+    ) -> Result<(Arc<Route>, http::Uri), (StatusCode, &'static str)> {
+        let uri = req.uri();
+        let as_is = || {
+            uri.path_and_query()
+                .map_or_else(|| http::Uri::from_static("/"), |pq| http::Uri::from(pq.clone()))
+        };
+        if !self.routes.has_routes() {
+            let route = self
+                .routes
+                .all()
+                .next()
+                .expect("without routes, the [upstream] route exists");
+            return Ok((route.clone(), as_is()));
+        }
+        let host = routes::normalise_host(host.to_str().unwrap_or_default());
+        let path = prefix::normalise_path(uri.path());
+        let route = match self.routes.select(&host, &path) {
+            Selected::Route(route) => route.clone(),
+            Selected::UnknownHost => {
+                return Err((
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "421 Misdirected Request: no site is configured for this host name",
+                ))
+            }
+            Selected::NoPath => return Err((StatusCode::NOT_FOUND, "404 Not Found: no route for this path")),
+        };
+        let path = match &route.strip_prefix {
+            Some(mount) => prefix::strip(&path, mount),
+            None => &path,
+        };
+        let target = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let target = target.parse().unwrap_or_else(|_| as_is());
+        Ok((route, target))
+    }
+
+    fn count_upstream_error(&self, e: &UpstreamError) {
+        let m = &self.telemetry.metrics;
+        match e.kind {
+            FailureKind::ConnectRefused | FailureKind::ConnectTimeout => m.upstream_connect_errors.inc(),
+            FailureKind::ResponseTimeout => m.upstream_timeouts.inc(),
+            FailureKind::ResetBeforeResponse | FailureKind::Protocol => m.upstream_protocol_errors.inc(),
+            FailureKind::NoHealthyServer => m.upstream_unavailable.inc(),
+        };
+    }
+
+    fn rewrite_redirects(
+        &self,
+        headers: &mut HeaderMap,
+        host: &HeaderValue,
+        public_port: u16,
+        upstream: &http::uri::Authority,
+    ) {
         let Some(public_host) = host
             .to_str()
             .ok()
@@ -391,7 +480,7 @@ impl Proxy {
         let rewrites = redirects::rewrite_response(
             headers,
             &redirects::RedirectContext {
-                upstream: self.upstream.authority(),
+                upstream,
                 public_host,
                 public_port,
             },
@@ -473,12 +562,32 @@ fn join_cookie_headers(headers: &mut HeaderMap) {
     }
 }
 
-fn upstream_failure_text(e: &UpstreamError) -> &'static str {
-    match e {
-        UpstreamError::Connect(_) => "502 Bad Gateway: tlsfront could not connect to the app.",
-        UpstreamError::Timeout(_) => "504 Gateway Timeout: the app did not answer in time.",
-        UpstreamError::Protocol(_) => "502 Bad Gateway: the app's response was broken.",
+/// `X-Forwarded-Prefix` for a mounted app: ours, after a trusted proxy's own.
+fn set_forwarded_prefix(headers: &mut HeaderMap, mount: &str, via_trusted_proxy: bool) {
+    let outer = via_trusted_proxy
+        .then(|| headers.get(&X_FORWARDED_PREFIX).and_then(|v| v.to_str().ok()))
+        .flatten()
+        .map(|p| p.trim().trim_end_matches('/').to_string())
+        .filter(|p| p.starts_with('/'));
+    let value = match outer {
+        Some(outer) => format!("{outer}{mount}"),
+        None => mount.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_PREFIX.clone(), v);
     }
+}
+
+/// The value of cookie `name` in the request's `Cookie` header(s).
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim().to_string())
 }
 
 /// A short plain-text response produced by tlsfront itself.

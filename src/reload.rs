@@ -16,16 +16,35 @@ const POLL: Duration = Duration::from_secs(1);
 /// Lets a writer finish replacing both files before they are read.
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// Watches for SIGHUP and certificate changes until the process ends.
-pub async fn watch(server: Arc<Server>, loader: Loader) {
+/// The SIGHUP stream, installed before the server announces itself, so a
+/// signal sent right after "listening" is never the default (fatal) action.
+#[cfg(unix)]
+pub type Hangup = Option<tokio::signal::unix::Signal>;
+/// No SIGHUP off Unix.
+#[cfg(not(unix))]
+pub type Hangup = Option<()>;
+
+/// Installs the SIGHUP handler now.
+pub fn hangup_signal() -> Hangup {
     #[cfg(unix)]
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGHUP, reload on signal is off: {e}");
-            None
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP, reload on signal is off: {e}");
+                None
+            }
         }
-    };
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Watches for SIGHUP and certificate changes until the process ends.
+#[allow(unused_mut)]
+pub async fn watch(server: Arc<Server>, loader: Loader, mut hangup: Hangup) {
     let mut seen = fingerprint(&server.current().watch);
     let mut tick = tokio::time::interval(POLL);
     loop {

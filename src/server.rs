@@ -172,6 +172,10 @@ impl Server {
 /// certificate changes, then drains in-flight work for up to
 /// `limits.shutdown_timeout`.
 pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
+    // Signal handlers first: a signal sent as soon as we say "listening"
+    // must find them installed, not the default action (which kills).
+    let hangup = reload::hangup_signal();
+    let shutdown_signal = shutdown_signals();
     let config = initial.config.clone();
     let dev_ca = initial.dev_ca.clone();
     let https = bind(config.listen.https, "listen.https").await?;
@@ -226,9 +230,9 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
     }
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
     tracker.spawn(accept_tls(https, https_addr, server.clone(), connections, shutdown_rx));
-    tokio::spawn(reload::watch(server.clone(), loader));
+    tokio::spawn(reload::watch(server.clone(), loader, hangup));
 
-    wait_for_shutdown_signal().await;
+    shutdown_signal.await;
     server.shutting_down.store(true, Ordering::Relaxed);
     let grace = server.current().config.limits.shutdown_timeout;
     tracing::info!(
@@ -267,21 +271,27 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
-async fn wait_for_shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers now; the future resolves on either.
+fn shutdown_signals() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        async move {
+            let (Ok(mut term), Ok(mut int)) = handlers else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn accept_tls(

@@ -119,6 +119,12 @@ impl<'a> ParsedCookie<'a> {
         })
     }
 
+    /// The raw attribute bytes (after the `;` that ends the value); always a
+    /// suffix of the parsed input.
+    pub fn attribute_bytes(&self) -> &'a [u8] {
+        self.rest
+    }
+
     /// Attributes in order: (name, value), both trimmed; name as sent.
     pub fn attributes(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
         self.rest.split(|&b| b == b';').filter_map(|attr| {

@@ -5,4 +5,5 @@ pub mod cookies;
 pub mod forwarded;
 pub mod headers;
 pub mod hop;
+pub mod prefix;
 pub mod redirects;

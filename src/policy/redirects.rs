@@ -71,7 +71,7 @@ pub fn rewrite_response(headers: &mut HeaderMap, ctx: &RedirectContext<'_>) -> V
 
 /// Header bytes as text without losing any: UTF-8 when valid, else one char
 /// per byte (Latin-1). The flag says which, for [`encode`].
-fn decode(v: &HeaderValue) -> (String, bool) {
+pub(crate) fn decode(v: &HeaderValue) -> (String, bool) {
     match std::str::from_utf8(v.as_bytes()) {
         Ok(s) => (s.to_string(), false),
         Err(_) => (v.as_bytes().iter().map(|&b| b as char).collect(), true),
@@ -79,7 +79,7 @@ fn decode(v: &HeaderValue) -> (String, bool) {
 }
 
 /// The inverse of [`decode`]; rewriting only ever adds ASCII.
-fn encode(s: &str, latin1: bool) -> Option<HeaderValue> {
+pub(crate) fn encode(s: &str, latin1: bool) -> Option<HeaderValue> {
     if latin1 {
         let bytes: Option<Vec<u8>> = s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
         HeaderValue::from_bytes(&bytes?).ok()
@@ -90,6 +90,11 @@ fn encode(s: &str, latin1: bool) -> Option<HeaderValue> {
 
 /// `Refresh: 5; url=http://…` (url may be quoted, any case).
 pub fn rewrite_refresh(value: &str, ctx: &RedirectContext<'_>) -> Option<String> {
+    map_refresh_url(value, |url| rewrite_url(url, ctx))
+}
+
+/// Replaces the URL of a `Refresh` value with `f(url)`, keeping every other byte.
+pub fn map_refresh_url(value: &str, f: impl FnOnce(&str) -> Option<String>) -> Option<String> {
     let lower = value.to_ascii_lowercase();
     let semi = lower.find([';', ','])?;
     let after = &lower[semi + 1..];
@@ -107,7 +112,7 @@ pub fn rewrite_refresh(value: &str, ctx: &RedirectContext<'_>) -> Option<String>
         end = value[start..].find(q).map_or(value.len(), |e| start + e);
     }
     let url = value[start..end].trim_end();
-    let new = rewrite_url(url, ctx)?;
+    let new = f(url)?;
     Some(format!("{}{}{}", &value[..start], new, &value[start + url.len()..]))
 }
 
