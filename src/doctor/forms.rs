@@ -240,7 +240,9 @@ pub fn csrf_rejection(status: StatusCode, body: &str) -> Option<String> {
     if !matches!(status.as_u16(), 400 | 403 | 422) {
         return None;
     }
-    let text = page_text(body).to_ascii_lowercase();
+    // One line of words; lowercased for matching (ASCII only, so offsets agree).
+    let text = page_text(body).split_whitespace().collect::<Vec<_>>().join(" ");
+    let lower = text.to_ascii_lowercase();
     const MARKERS: [&str; 10] = [
         "csrf",
         "xsrf",
@@ -256,8 +258,8 @@ pub fn csrf_rejection(status: StatusCode, body: &str) -> Option<String> {
     ];
     MARKERS
         .iter()
-        .find(|m| text.contains(*m))
-        .map(|m| format!("status {status}, the page says \"{}\"", excerpt(&text, m)))
+        .find_map(|m| lower.find(m))
+        .map(|at| format!("status {status}, the page says \"{}\"", excerpt(&text, at)))
 }
 
 /// The text of a page (no tags, no attributes, no scripts or styles).
@@ -286,19 +288,11 @@ fn page_text(html: &str) -> String {
     out
 }
 
-/// The words around `needle` in `text`, on one line.
-fn excerpt(text: &str, needle: &str) -> String {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let joined = words.join(" ");
-    let Some(at) = joined.find(needle) else {
-        return needle.to_string();
-    };
-    let start = joined[..at].char_indices().rev().nth(40).map_or(0, |(i, _)| i);
-    let end = joined[at..]
-        .char_indices()
-        .nth(80)
-        .map_or(joined.len(), |(i, _)| at + i);
-    joined[start..end].trim().to_string()
+/// The text around byte offset `at` of `text` (about 40 characters before, 80 after).
+fn excerpt(text: &str, at: usize) -> String {
+    let start = text[..at].char_indices().rev().nth(40).map_or(0, |(i, _)| i);
+    let end = text[at..].char_indices().nth(80).map_or(text.len(), |(i, _)| at + i);
+    text[start..end].trim().to_string()
 }
 
 #[cfg(test)]
@@ -393,7 +387,7 @@ mod tests {
     #[test]
     fn tells_csrf_rejections_from_wrong_passwords() {
         let django = "<h1>Forbidden <span>(403)</span></h1><p>CSRF verification failed. Request aborted.</p>";
-        assert!(csrf_rejection(StatusCode::FORBIDDEN, django).is_some_and(|w| w.contains("csrf verification failed")));
+        assert!(csrf_rejection(StatusCode::FORBIDDEN, django).is_some_and(|w| w.contains("CSRF verification failed.")));
         let rails = "<html><body><h1>The change you wanted was rejected.</h1></body></html>";
         assert!(csrf_rejection(StatusCode::UNPROCESSABLE_ENTITY, rails).is_some());
         assert!(csrf_rejection(StatusCode::BAD_REQUEST, "CSRF token missing or wrong\n").is_some());

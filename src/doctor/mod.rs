@@ -464,42 +464,21 @@ impl Doctor<'_> {
         if !self.posted.insert(target.clone()) {
             return;
         }
-        let fields = form.fill(&dummy_password());
-        let (content_type, body) = if form.multipart {
-            let boundary = "----tlsfront-doctor-form-boundary";
-            (
-                format!("multipart/form-data; boundary={boundary}"),
-                forms::multipart(&fields, boundary),
-            )
-        } else {
-            (
-                "application/x-www-form-urlencoded".to_string(),
-                forms::urlencode(&fields),
-            )
-        };
-        let origin = self.ctx.public_origin.clone();
-        let referer = format!("{origin}{page}");
-        let mut extra = Vec::new();
-        for (name, value) in [
-            (ORIGIN, origin.as_str()),
-            (REFERER, referer.as_str()),
-            (CONTENT_TYPE, content_type.as_str()),
-            (HeaderName::from_static("sec-fetch-site"), "same-origin"),
-            (HeaderName::from_static("sec-fetch-mode"), "navigate"),
-            (HeaderName::from_static("sec-fetch-dest"), "document"),
-        ] {
-            match HeaderValue::from_str(value) {
-                Ok(v) => extra.push((name, v)),
-                Err(_) => return, // a Referer from a page path that was a valid target is always valid
+        let (extra, body) = match self.form_submission(&form, page) {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.notes
+                    .push(format!("the login form of {page} (POST {target}) was not checked: {e}"));
+                return;
             }
-        }
+        };
         let out = Outgoing {
             method: Method::POST,
             target: &target,
             forwarding: Forwarding::Honest,
             jar,
             extra,
-            body: Bytes::from(body),
+            body,
         };
         let answer = match self.send(out).await {
             Fetch::Ok(answer) => answer,
@@ -523,12 +502,51 @@ impl Doctor<'_> {
                 &self.ctx,
                 &format!("POST {target}"),
                 format!(
-                    "POST {target} (the login form of {page}) with Origin: {origin}, Referer: {referer}, \
+                    "POST {target} (the login form of {page}) with Origin: {origin}, Referer: {origin}{page}, \
                      the form's fields [{hidden}], cookies [{cookies}], user {user} and a random password → {why}",
+                    origin = self.ctx.public_origin,
                     user = forms::DUMMY_USER,
                 ),
             ));
         }
+    }
+
+    /// The headers and body a browser at the public URL sends when the
+    /// form on `page` is submitted with the dummy credentials.
+    fn form_submission(
+        &self,
+        form: &forms::LoginForm,
+        page: &str,
+    ) -> Result<(Vec<(HeaderName, HeaderValue)>, Bytes), String> {
+        let fields = form.fill(&dummy_password());
+        let (content_type, body) = if form.multipart {
+            let boundary = "----tlsfront-doctor-form-boundary";
+            (
+                format!("multipart/form-data; boundary={boundary}"),
+                forms::multipart(&fields, boundary),
+            )
+        } else {
+            (
+                "application/x-www-form-urlencoded".to_string(),
+                forms::urlencode(&fields),
+            )
+        };
+        let origin = &self.ctx.public_origin;
+        let referer = format!("{origin}{page}");
+        let mut headers = Vec::new();
+        for (name, value) in [
+            (ORIGIN, origin.as_str()),
+            (REFERER, referer.as_str()),
+            (CONTENT_TYPE, content_type.as_str()),
+            (HeaderName::from_static("sec-fetch-site"), "same-origin"),
+            (HeaderName::from_static("sec-fetch-mode"), "navigate"),
+            (HeaderName::from_static("sec-fetch-dest"), "document"),
+        ] {
+            let value =
+                HeaderValue::from_str(value).map_err(|_| format!("{name}: {value:?} is not a valid header value"))?;
+            headers.push((name, value));
+        }
+        Ok((headers, Bytes::from(body)))
     }
 
     /// Cookie checks across all responses: duplicates and count.
