@@ -262,6 +262,7 @@ fn doctor(args: DoctorArgs) -> Result<(), AppError> {
         paths: args.paths,
         connect_timeout: config.upstream.connect_timeout,
         response_timeout: config.upstream.response_timeout.min(std::time::Duration::from_secs(15)),
+        forms: !args.no_forms,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

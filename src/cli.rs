@@ -99,6 +99,9 @@ pub struct DoctorArgs {
     /// One JSON object instead of the report for people
     #[arg(long)]
     pub json: bool,
+    /// Do not post login forms (by default each checked page's login form is posted once, with credentials that cannot log in)
+    #[arg(long)]
+    pub no_forms: bool,
 }
 
 #[cfg(test)]
@@ -132,6 +135,8 @@ mod tests {
         let c = Cli::try_parse_from(["tlsfront", "health", "--url", "http://127.0.0.1:9901/healthz"]).unwrap();
         assert!(matches!(c.command, Some(Command::Health(_))));
         let c = Cli::try_parse_from(["tlsfront", "doctor", "--path", "/a", "--path", "/b", "--json"]).unwrap();
-        assert!(matches!(c.command, Some(Command::Doctor(ref d)) if d.paths.len() == 2 && d.json));
+        assert!(matches!(c.command, Some(Command::Doctor(ref d)) if d.paths.len() == 2 && d.json && !d.no_forms));
+        let c = Cli::try_parse_from(["tlsfront", "doctor", "--no-forms"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Doctor(ref d)) if d.no_forms));
     }
 }

@@ -32,11 +32,107 @@ impl Severity {
 /// Frameworks with tailored fixes.
 pub const FRAMEWORKS: [&str; 4] = ["flask", "django", "express", "rails"];
 
+/// Everything the doctor can find: a closed set, so every code has its texts
+/// (the compiler checks `finding` covers each one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FindingCode {
+    /// `redirect_http_scheme`
+    RedirectHttpScheme,
+    /// `redirect_internal_host`
+    RedirectInternalHost,
+    /// `cookie_missing_secure`
+    CookieMissingSecure,
+    /// `cookie_missing_httponly`
+    CookieMissingHttponly,
+    /// `cookie_missing_samesite`
+    CookieMissingSamesite,
+    /// `cookie_samesite_none_insecure`
+    CookieSamesiteNoneInsecure,
+    /// `cookie_domain_mismatch`
+    CookieDomainMismatch,
+    /// `cookie_path_mismatch`
+    CookiePathMismatch,
+    /// `cookie_prefix_invalid`
+    CookiePrefixInvalid,
+    /// `cookie_too_large`
+    CookieTooLarge,
+    /// `too_many_cookies`
+    TooManyCookies,
+    /// `duplicate_cookie`
+    DuplicateCookie,
+    /// `session_churn`
+    SessionChurn,
+    /// `trusts_spoofed_forwarded`
+    TrustsSpoofedForwarded,
+    /// `login_csrf_rejected`: the login form's POST, as a browser at the public URL sends it, is refused by the CSRF/origin check.
+    LoginCsrfRejected,
+    /// `upstream_unreachable`
+    UpstreamUnreachable,
+    /// `upstream_slow`
+    UpstreamSlow,
+    /// `upstream_http10`
+    UpstreamHttp10,
+}
+
+impl FindingCode {
+    /// Every code, in the order the README lists them.
+    pub const ALL: [FindingCode; 18] = [
+        FindingCode::RedirectHttpScheme,
+        FindingCode::RedirectInternalHost,
+        FindingCode::CookieMissingSecure,
+        FindingCode::CookieMissingHttponly,
+        FindingCode::CookieMissingSamesite,
+        FindingCode::CookieSamesiteNoneInsecure,
+        FindingCode::CookieDomainMismatch,
+        FindingCode::CookiePathMismatch,
+        FindingCode::CookiePrefixInvalid,
+        FindingCode::CookieTooLarge,
+        FindingCode::TooManyCookies,
+        FindingCode::DuplicateCookie,
+        FindingCode::SessionChurn,
+        FindingCode::TrustsSpoofedForwarded,
+        FindingCode::LoginCsrfRejected,
+        FindingCode::UpstreamUnreachable,
+        FindingCode::UpstreamSlow,
+        FindingCode::UpstreamHttp10,
+    ];
+
+    /// The stable machine name in the report and the JSON, e.g. `redirect_http_scheme`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingCode::RedirectHttpScheme => "redirect_http_scheme",
+            FindingCode::RedirectInternalHost => "redirect_internal_host",
+            FindingCode::CookieMissingSecure => "cookie_missing_secure",
+            FindingCode::CookieMissingHttponly => "cookie_missing_httponly",
+            FindingCode::CookieMissingSamesite => "cookie_missing_samesite",
+            FindingCode::CookieSamesiteNoneInsecure => "cookie_samesite_none_insecure",
+            FindingCode::CookieDomainMismatch => "cookie_domain_mismatch",
+            FindingCode::CookiePathMismatch => "cookie_path_mismatch",
+            FindingCode::CookiePrefixInvalid => "cookie_prefix_invalid",
+            FindingCode::CookieTooLarge => "cookie_too_large",
+            FindingCode::TooManyCookies => "too_many_cookies",
+            FindingCode::DuplicateCookie => "duplicate_cookie",
+            FindingCode::SessionChurn => "session_churn",
+            FindingCode::TrustsSpoofedForwarded => "trusts_spoofed_forwarded",
+            FindingCode::LoginCsrfRejected => "login_csrf_rejected",
+            FindingCode::UpstreamUnreachable => "upstream_unreachable",
+            FindingCode::UpstreamSlow => "upstream_slow",
+            FindingCode::UpstreamHttp10 => "upstream_http10",
+        }
+    }
+}
+
+impl std::fmt::Display for FindingCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One problem, explained.
 #[derive(Debug, Clone)]
 pub struct Finding {
-    /// Stable machine name, e.g. `redirect_http_scheme`.
-    pub code: &'static str,
+    /// What was found; its stable machine name is `code.as_str()`.
+    pub code: FindingCode,
     /// How bad.
     pub severity: Severity,
     /// One line.
@@ -82,9 +178,9 @@ fn proxy_trust_fixes(ctx: &Context) -> BTreeMap<&'static str, String> {
 }
 
 /// Builds the finding for `code` with its fixed texts; `detail` names the cookie or URL.
-pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String) -> Finding {
+pub fn finding(code: FindingCode, ctx: &Context, detail: &str, evidence: String) -> Finding {
     let (severity, title, why, fix, tlsfront_fixes, tlsfront_does): (Severity, String, String, BTreeMap<&'static str, String>, bool, &str) = match code {
-        "redirect_http_scheme" => (
+        FindingCode::RedirectHttpScheme => (
             Severity::Error,
             format!("The app builds http:// URLs for {}", ctx.public_host),
             "The app does not believe X-Forwarded-Proto, so it thinks it is served over plain http. A browser that follows such a URL leaves https: a Secure session cookie is not sent there, the user looks logged out, and forms and scripts are blocked as mixed content.".into(),
@@ -92,7 +188,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront rewrites Location, Content-Location and Refresh headers that point at http://, but not URLs inside pages, query strings (?next=…) or scripts.",
         ),
-        "redirect_internal_host" => (
+        FindingCode::RedirectInternalHost => (
             Severity::Error,
             format!("The app builds URLs with its internal address {}", ctx.upstream_authority),
             "The app ignores X-Forwarded-Host/-Port and uses the address tlsfront reaches it at, which browsers cannot reach (or reach without tlsfront in between).".into(),
@@ -100,7 +196,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront rewrites Location, Content-Location and Refresh headers that point at the app's address, but not URLs inside pages or query strings.",
         ),
-        "cookie_missing_secure" => (
+        FindingCode::CookieMissingSecure => (
             Severity::Warning,
             format!("Cookies set without Secure ({detail})"),
             "Without Secure the browser also sends the cookie over plain http, where it can be read; and an app that only marks cookies Secure when it believes it is on https disagrees with the browser about the scheme.".into(),
@@ -113,7 +209,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             true,
             "tlsfront adds Secure to every Set-Cookie ([cookies] secure = true).",
         ),
-        "cookie_missing_httponly" => (
+        FindingCode::CookieMissingHttponly => (
             Severity::Warning,
             format!("Cookies set without HttpOnly ({detail})"),
             "Page scripts, and so any XSS, can read these cookies and steal the session.".into(),
@@ -126,7 +222,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             true,
             "tlsfront adds HttpOnly to every Set-Cookie except the names in [cookies] http_only_except.",
         ),
-        "cookie_missing_samesite" => (
+        FindingCode::CookieMissingSamesite => (
             Severity::Info,
             format!("Cookies set without SameSite ({detail})"),
             "Browsers then default to Lax, which is usually right; saying it explicitly avoids surprises across browsers and with cross-site logins.".into(),
@@ -139,7 +235,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront can add it: [cookies] same_site = \"lax\".",
         ),
-        "cookie_samesite_none_insecure" => (
+        FindingCode::CookieSamesiteNoneInsecure => (
             Severity::Warning,
             format!("SameSite=None without Secure ({detail})"),
             "Browsers reject SameSite=None cookies that are not Secure: the cookie is never stored and the session is lost.".into(),
@@ -152,7 +248,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             true,
             "tlsfront always adds Secure to SameSite=None cookies.",
         ),
-        "cookie_domain_mismatch" => (
+        FindingCode::CookieDomainMismatch => (
             Severity::Error,
             format!("Cookie Domain does not match {} ({detail})", ctx.public_host),
             "The browser rejects a cookie whose Domain does not cover the host it came from: it is never stored, so every request starts a new session.".into(),
@@ -165,7 +261,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront does not change Domain: it cannot know which domain you meant.",
         ),
-        "cookie_path_mismatch" => (
+        FindingCode::CookiePathMismatch => (
             Severity::Warning,
             format!("Cookie Path does not cover the page that sets it ({detail})"),
             "The browser stores the cookie but does not send it back to this page, so the app never sees it here (common when the app thinks it is mounted under a prefix).".into(),
@@ -178,7 +274,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront does not change Path.",
         ),
-        "cookie_prefix_invalid" => (
+        FindingCode::CookiePrefixInvalid => (
             Severity::Error,
             format!("Cookie prefix rules broken ({detail})"),
             "Browsers reject __Host- cookies that have a Domain or a Path other than /, and __Secure-/__Host- cookies without Secure: the cookie is never stored.".into(),
@@ -191,7 +287,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront adds Secure to prefixed cookies but cannot remove Domain or change Path.",
         ),
-        "cookie_too_large" => (
+        FindingCode::CookieTooLarge => (
             Severity::Error,
             format!("Cookie larger than browsers keep ({detail})"),
             "Browsers drop cookies over 4096 bytes (name, value and attributes): a session stored in such a cookie is silently lost.".into(),
@@ -204,7 +300,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront passes cookies through; it cannot make them smaller.",
         ),
-        "too_many_cookies" => (
+        FindingCode::TooManyCookies => (
             Severity::Error,
             format!("More cookies than a browser keeps per site ({detail})"),
             "Browsers keep only so many cookies per domain (50 is the safe limit) and evict the oldest, which may be the session cookie.".into(),
@@ -217,7 +313,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront passes cookies through.",
         ),
-        "duplicate_cookie" => (
+        FindingCode::DuplicateCookie => (
             Severity::Warning,
             format!("The same cookie name with different Path or Domain ({detail})"),
             "The browser keeps both and sends both; the app reads whichever comes first, often the stale one: logins that do not stick, CSRF failures.".into(),
@@ -230,7 +326,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront passes cookies through.",
         ),
-        "session_churn" => (
+        FindingCode::SessionChurn => (
             Severity::Warning,
             format!("A new session cookie on every response ({detail})"),
             "Concurrent requests overwrite each other's session (lost logins, CSRF failures in other tabs), and no page can be cached.".into(),
@@ -243,7 +339,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront passes cookies through.",
         ),
-        "trusts_spoofed_forwarded" => (
+        FindingCode::TrustsSpoofedForwarded => (
             // On loopback only this machine can reach the app: the usual, safe setup.
             if ctx.upstream_is_loopback { Severity::Info } else { Severity::Error },
             "The app believes X-Forwarded-* from anyone".into(),
@@ -260,7 +356,23 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront removes forwarded headers from untrusted clients, but cannot protect an app that is reachable without it.",
         ),
-        "upstream_unreachable" => (
+        FindingCode::LoginCsrfRejected => (
+            Severity::Error,
+            format!("The login form is refused as a cross-site request ({detail})"),
+            format!(
+                "The login page's form, posted the way a browser at {} posts it (its Origin and Referer, the page's CSRF token and cookies), was refused by the app's CSRF/origin check before the credentials were even looked at. Nobody can log in: the app compares the Origin with the scheme and host it believes it is served at (http, or the internal address), or its CSRF secret lives in a cookie it never sent because it thinks the connection is not https.",
+                ctx.public_origin
+            ),
+            fixes([
+                ("flask", "Flask-WTF: from werkzeug.middleware.proxy_fix import ProxyFix; app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1) so its Referer check (WTF_CSRF_SSL_STRICT) compares with the public https origin; keep WTF_CSRF_SSL_STRICT = True".into()),
+                ("django", format!("settings.py: SECURE_PROXY_SSL_HEADER = (\"HTTP_X_FORWARDED_PROTO\", \"https\") and CSRF_TRUSTED_ORIGINS = [\"{}\"] (Django 4+ checks Origin against them)", ctx.public_origin)),
+                ("express", "app.set('trust proxy', 1) before the session and CSRF middleware (csrf-csrf, csrf-sync, csurf): otherwise a cookie: { secure: true } session or CSRF cookie is never sent and every token check fails".into()),
+                ("rails", "config/environments/production.rb: config.assume_ssl = true and config.force_ssl = true, so request.base_url is https:// and matches the Origin header".into()),
+            ]),
+            false,
+            "tlsfront sends X-Forwarded-Proto: https and X-Forwarded-Host with the public host; the app has to believe them. tlsfront never changes Origin or Referer.",
+        ),
+        FindingCode::UpstreamUnreachable => (
             Severity::Error,
             format!("The app does not answer at {}", ctx.upstream_authority),
             format!("tlsfront answers 502 to every request while nothing accepts connections at {}.", ctx.upstream_authority),
@@ -273,7 +385,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront answers 502 with a short explanation.",
         ),
-        "upstream_slow" => (
+        FindingCode::UpstreamSlow => (
             Severity::Warning,
             format!("The app is slow to answer ({detail})"),
             "Slow responses hold connections and may hit upstream.response_timeout (then 504).".into(),
@@ -286,7 +398,7 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             false,
             "tlsfront waits up to upstream.response_timeout, then answers 504.",
         ),
-        "upstream_http10" => (
+        FindingCode::UpstreamHttp10 => (
             Severity::Warning,
             "The app answers HTTP/1.0 without keep-alive".into(),
             "Every request then needs a new connection to the app: slower, and under load the machine runs out of ports.".into(),
@@ -298,14 +410,6 @@ pub fn finding(code: &'static str, ctx: &Context, detail: &str, evidence: String
             ]),
             false,
             "tlsfront still works, opening a new connection each time.",
-        ),
-        other => (
-            Severity::Info,
-            other.to_string(),
-            String::new(),
-            BTreeMap::new(),
-            false,
-            "",
         ),
     };
     Finding {
@@ -337,8 +441,8 @@ pub fn is_session_name(name: &str) -> bool {
 pub struct SeenCookie {
     /// Name.
     pub name: String,
-    /// Value.
-    pub value: String,
+    /// Value, the bytes as the app sent them.
+    pub value: Vec<u8>,
     /// Path attribute (or the default).
     pub path: String,
     /// Domain attribute, if any.
@@ -375,14 +479,14 @@ pub fn check_cookies(
         let ev = format!("{evidence} → Set-Cookie: {}", shorten(&String::from_utf8_lossy(bytes)));
         seen.push(SeenCookie {
             name: name.clone(),
-            value: String::from_utf8_lossy(c.value).into_owned(),
+            value: c.value.to_vec(),
             path: path.clone(),
             domain: domain.clone(),
             deletion,
         });
         if bytes.len() > 4096 {
             out.push(finding(
-                "cookie_too_large",
+                FindingCode::CookieTooLarge,
                 ctx,
                 &format!("{name}: {} bytes", bytes.len()),
                 ev.clone(),
@@ -392,20 +496,22 @@ pub fn check_cookies(
             continue;
         }
         if !secure {
-            out.push(finding("cookie_missing_secure", ctx, &name, ev.clone()));
+            out.push(finding(FindingCode::CookieMissingSecure, ctx, &name, ev.clone()));
         }
         if !http_only && !SCRIPT_READABLE.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
-            out.push(finding("cookie_missing_httponly", ctx, &name, ev.clone()));
+            out.push(finding(FindingCode::CookieMissingHttponly, ctx, &name, ev.clone()));
         }
         match same_site.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None => out.push(finding("cookie_missing_samesite", ctx, &name, ev.clone())),
-            Some("none") if !secure => out.push(finding("cookie_samesite_none_insecure", ctx, &name, ev.clone())),
+            None => out.push(finding(FindingCode::CookieMissingSamesite, ctx, &name, ev.clone())),
+            Some("none") if !secure => {
+                out.push(finding(FindingCode::CookieSamesiteNoneInsecure, ctx, &name, ev.clone()))
+            }
             _ => {}
         }
         if let Some(d) = &domain {
             if !domain_matches(&ctx.public_host, d) {
                 out.push(finding(
-                    "cookie_domain_mismatch",
+                    FindingCode::CookieDomainMismatch,
                     ctx,
                     &format!("{name}: Domain={d}"),
                     ev.clone(),
@@ -414,7 +520,7 @@ pub fn check_cookies(
         }
         if !path_matches(request_path, &path) {
             out.push(finding(
-                "cookie_path_mismatch",
+                FindingCode::CookiePathMismatch,
                 ctx,
                 &format!("{name}: Path={path} set by {request_path}"),
                 ev.clone(),
@@ -422,7 +528,7 @@ pub fn check_cookies(
         }
         if name.starts_with("__Host-") && (domain.is_some() || path != "/") {
             out.push(finding(
-                "cookie_prefix_invalid",
+                FindingCode::CookiePrefixInvalid,
                 ctx,
                 &format!("{name} needs no Domain and Path=/"),
                 ev.clone(),
@@ -465,7 +571,7 @@ pub fn check_urls(text: &str, ctx: &Context, evidence: &str) -> Vec<Finding> {
         for scheme in ["http://", "https://", "//"] {
             if lower.contains(&format!("{scheme}{internal}")) {
                 out.push(finding(
-                    "redirect_internal_host",
+                    FindingCode::RedirectInternalHost,
                     ctx,
                     "",
                     format!("{evidence}: {}", excerpt(candidate, &internal)),
@@ -484,7 +590,7 @@ pub fn check_urls(text: &str, ctx: &Context, evidence: &str) -> Vec<Finding> {
                 None | Some(':' | '/' | '?' | '#' | '"' | '\'' | ' ' | '<' | '&' | ')' | '\\')
             ) {
                 out.push(finding(
-                    "redirect_http_scheme",
+                    FindingCode::RedirectHttpScheme,
                     ctx,
                     "",
                     format!("{evidence}: {}", excerpt(candidate, &public)),
@@ -571,7 +677,7 @@ mod tests {
     }
 
     fn codes(f: &[Finding]) -> Vec<&'static str> {
-        f.iter().map(|f| f.code).collect()
+        f.iter().map(|f| f.code.as_str()).collect()
     }
 
     #[test]
@@ -620,7 +726,7 @@ mod tests {
         // csrftoken may be script-readable; deletions are not judged.
         assert!(!f
             .iter()
-            .any(|f| f.code == "cookie_missing_httponly" && f.title.contains("csrftoken")));
+            .any(|f| f.code == FindingCode::CookieMissingHttponly && f.title.contains("csrftoken")));
         assert!(!f.iter().any(|f| f.title.contains("gone")));
         assert_eq!(seen.len(), 7);
         assert!(seen.iter().any(|s| s.name == "gone" && s.deletion));
@@ -641,30 +747,38 @@ mod tests {
     #[test]
     fn every_code_has_text_and_fixes() {
         let c = ctx();
-        for code in [
-            "redirect_http_scheme",
-            "redirect_internal_host",
-            "cookie_missing_secure",
-            "cookie_missing_httponly",
-            "cookie_missing_samesite",
-            "cookie_samesite_none_insecure",
-            "cookie_domain_mismatch",
-            "cookie_path_mismatch",
-            "cookie_prefix_invalid",
-            "cookie_too_large",
-            "too_many_cookies",
-            "duplicate_cookie",
-            "session_churn",
-            "trusts_spoofed_forwarded",
-            "upstream_unreachable",
-            "upstream_slow",
-            "upstream_http10",
-        ] {
+        for code in FindingCode::ALL {
             let f = finding(code, &c, "x", String::new());
             assert!(!f.title.is_empty() && !f.why.is_empty(), "{code}");
             for fw in FRAMEWORKS {
                 assert!(f.fix.get(fw).is_some_and(|s| !s.is_empty()), "{code}/{fw}");
             }
         }
+    }
+
+    #[test]
+    fn codes_are_distinct_snake_case_names() {
+        let names: std::collections::BTreeSet<&str> = FindingCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), FindingCode::ALL.len());
+        assert!(names.iter().all(|n| n
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')));
+    }
+
+    /// The app believes forged X-Forwarded-*: only information when nothing
+    /// but this machine reaches it, an error when other hosts can.
+    #[test]
+    fn spoof_trust_is_an_error_when_the_app_is_reachable_from_other_hosts() {
+        let loopback = ctx();
+        let exposed = Context {
+            upstream_authority: "10.0.0.5:8000".into(),
+            upstream_is_loopback: false,
+            ..ctx()
+        };
+        let on_loopback = finding(FindingCode::TrustsSpoofedForwarded, &loopback, "", String::new());
+        let reachable = finding(FindingCode::TrustsSpoofedForwarded, &exposed, "", String::new());
+        assert_eq!(on_loopback.severity, Severity::Info);
+        assert_eq!(reachable.severity, Severity::Error);
+        assert!(reachable.why.contains("10.0.0.5:8000"), "{}", reachable.why);
     }
 }

@@ -5,22 +5,27 @@
 //! the requests and the report.
 
 pub mod findings;
+pub mod forms;
 mod report;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, CONNECTION, COOKIE, HOST, LOCATION, SERVER};
-use http::{Request, StatusCode, Version};
-use http_body_util::{BodyExt, Empty};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN, REFERER, SERVER,
+};
+use http::{Method, Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamUrl;
 use findings::{
-    check_cookies, check_location, check_urls, finding, is_session_name, Context, Finding, SeenCookie, Severity,
+    check_cookies, check_location, check_urls, finding, is_session_name, Context, Finding, FindingCode, SeenCookie,
+    Severity,
 };
 pub use report::{render_human, render_json};
 
@@ -30,6 +35,8 @@ pub const HONEST_CLIENT: &str = "198.51.100.23";
 pub const SPOOFED_HOST: &str = "spoofed.invalid";
 /// The forged client IP (TEST-NET-3).
 pub const SPOOFED_CLIENT: &str = "203.0.113.66";
+/// The forged `Forwarded` header: the same client and host as the X-Forwarded-* ones.
+const SPOOFED_FORWARDED: &str = "for=203.0.113.66;host=spoofed.invalid;proto=http";
 
 /// Slower than this for the response head is worth a warning.
 const SLOW: Duration = Duration::from_secs(1);
@@ -51,6 +58,8 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Response timeout.
     pub response_timeout: Duration,
+    /// Post the login form of each checked page once (`--no-forms` turns it off).
+    pub forms: bool,
 }
 
 /// The outcome of a doctor run.
@@ -64,6 +73,8 @@ pub struct Report {
     pub framework: Option<&'static str>,
     /// Findings, one per code, worst first.
     pub findings: Vec<Finding>,
+    /// What the doctor could not check, and why (e.g. a redirect it cannot follow).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -97,6 +108,87 @@ fn public_parts(url: &str) -> Result<(String, u16, String), String> {
     Ok((host, port, origin))
 }
 
+/// A page to check, as given with `--path`: it must be a request target
+/// (`/` first, no spaces or other bytes a URL cannot carry).
+fn check_target(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("--path {path:?}: a page starts with / (e.g. /login)"));
+    }
+    path.parse::<http::uri::PathAndQuery>().map(|_| ()).map_err(|_| {
+        format!(
+            "--path {path:?}: not a valid URL path (write a space as %20, and percent-encode other special characters)"
+        )
+    })
+}
+
+/// Whether the app's host is reachable only from this machine: `localhost`
+/// or a loopback address (IPv6 brackets allowed).
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A Location as a browser follows it: bytes a URL cannot carry (spaces,
+/// controls, non-ASCII, `"<>\^`{|}`) percent-encoded, the fragment dropped.
+fn browser_target(location: &str) -> String {
+    let location = location.split('#').next().unwrap_or("");
+    let mut out = String::with_capacity(location.len());
+    for b in location.bytes() {
+        if b <= b' ' || b >= 0x7f || b"\"<>\\^`{|}".contains(&b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+/// A password nobody has: random for every run.
+fn dummy_password() -> String {
+    let random = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.finish()
+    };
+    format!("tlsfront-doctor-{:016x}{:016x}", random(1), random(2))
+}
+
+/// Cookies the doctor holds for the app, as a browser would: name → raw value.
+type Jar = BTreeMap<String, Vec<u8>>;
+
+/// Which forwarded headers a request carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Forwarding {
+    /// What tlsfront sends for a real client.
+    Honest,
+    /// Forged ones, as anyone reaching the app directly could send.
+    Forged,
+}
+
+/// One request to the app.
+struct Outgoing<'a> {
+    method: Method,
+    target: &'a str,
+    forwarding: Forwarding,
+    jar: &'a Jar,
+    /// Headers of a form POST (Origin, Referer, Content-Type).
+    extra: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
+impl<'a> Outgoing<'a> {
+    fn get(target: &'a str, forwarding: Forwarding, jar: &'a Jar) -> Self {
+        Outgoing {
+            method: Method::GET,
+            target,
+            forwarding,
+            jar,
+            extra: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+}
+
 /// One response as the doctor keeps it.
 struct Seen {
     status: StatusCode,
@@ -110,25 +202,22 @@ enum Fetch {
     Ok(Seen),
     /// No connection, no HTTP, or no response head in time.
     Unreachable(String),
+    /// The request cannot be written (a target or header value HTTP cannot carry); nothing was sent.
+    Unsendable(String),
 }
 
 /// Runs every check and returns the report.
 pub async fn run(opts: &Options) -> Result<Report, String> {
     let (public_host, public_port, public_origin) = public_parts(&opts.public_url)?;
-    let upstream_host = opts
-        .upstream
-        .authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    for path in &opts.paths {
+        check_target(path)?;
+    }
     let ctx = Context {
         public_host: public_host.clone(),
         public_port,
         public_origin: public_origin.clone(),
         upstream_authority: opts.upstream.authority.as_str().to_string(),
-        upstream_is_loopback: upstream_host.eq_ignore_ascii_case("localhost")
-            || upstream_host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        upstream_is_loopback: is_loopback_host(opts.upstream.authority.host()),
     };
     let host_header = if public_port == 443 {
         public_host.clone()
@@ -142,6 +231,8 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         findings: Vec::new(),
         cookies: Vec::new(),
         servers: Vec::new(),
+        posted: BTreeSet::new(),
+        notes: Vec::new(),
     };
     let paths = if opts.paths.is_empty() {
         vec!["/".to_string()]
@@ -155,13 +246,14 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
     }
     doctor.check_cookie_set();
     let framework = doctor.framework();
-    let mut findings = dedupe(doctor.findings);
+    let mut findings = dedupe(std::mem::take(&mut doctor.findings));
     findings.sort_by_key(|f| f.severity);
     Ok(Report {
         upstream: opts.upstream.to_string(),
         public_url: public_origin,
         framework,
         findings,
+        notes: doctor.notes,
     })
 }
 
@@ -173,26 +265,38 @@ struct Doctor<'a> {
     cookies: Vec<SeenCookie>,
     /// Server / X-Powered-By headers and cookie names, for framework detection.
     servers: Vec<String>,
+    /// Form targets already posted to (each login form once per run).
+    posted: BTreeSet<String>,
+    /// What could not be checked.
+    notes: Vec<String>,
 }
 
 impl Doctor<'_> {
     /// Checks one path; `false` when the app cannot be reached at all.
     async fn check_path(&mut self, start: &str) -> bool {
         let mut path = start.to_string();
-        let mut jar: BTreeMap<String, String> = BTreeMap::new();
+        let mut jar = Jar::new();
         let mut first_cookies: Option<Vec<SeenCookie>> = None;
+        // The page the path ends at after redirects, for its login form.
+        let mut page: Option<(String, Seen)> = None;
         for _ in 0..=MAX_REDIRECTS {
             let evidence = format!("GET {path}");
-            let seen = match self.fetch(&path, false, &jar).await {
+            let seen = match self.send(Outgoing::get(&path, Forwarding::Honest, &jar)).await {
                 Fetch::Ok(seen) => seen,
                 Fetch::Unreachable(e) => {
                     self.findings.push(finding(
-                        "upstream_unreachable",
+                        FindingCode::UpstreamUnreachable,
                         &self.ctx,
                         "",
                         format!("{evidence}: {e}"),
                     ));
                     return false;
+                }
+                // Only a redirect's target can get here (--path is checked up
+                // front): the page that redirected has been seen; stop there.
+                Fetch::Unsendable(e) => {
+                    self.notes.push(format!("redirect from {start} not followed: {e}"));
+                    break;
                 }
             };
             self.observe(&seen, &path, &evidence);
@@ -209,19 +313,27 @@ impl Doctor<'_> {
                 first_cookies = Some(cookies.clone());
             }
             self.cookies.extend(cookies);
-            match self.next_hop(&seen) {
-                Some(next) if seen.status.is_redirection() => path = next,
-                _ => break,
+            let next = self.next_hop(&seen).filter(|_| seen.status.is_redirection());
+            page = Some((path.clone(), seen));
+            match next {
+                Some(next) => path = next,
+                None => break,
+            }
+        }
+
+        if self.opts.forms {
+            if let Some((page_path, seen)) = &page {
+                self.check_login_form(page_path, seen, &jar).await;
             }
         }
 
         // The same page again with the cookies it gave: a session cookie
         // that changes every time is churn.
         if let Some(first) = first_cookies.filter(|c| c.iter().any(|c| is_session_name(&c.name) && !c.deletion)) {
-            let mut jar: BTreeMap<String, String> = first.iter().map(|c| (c.name.clone(), c.value.clone())).collect();
+            let mut jar: Jar = first.iter().map(|c| (c.name.clone(), c.value.clone())).collect();
             let mut changed = first.iter().map(|c| (c.name.clone(), 0)).collect::<BTreeMap<_, _>>();
             for _ in 0..2 {
-                if let Fetch::Ok(again) = self.fetch(start, false, &jar).await {
+                if let Fetch::Ok(again) = self.send(Outgoing::get(start, Forwarding::Honest, &jar)).await {
                     let (_, cookies) = check_cookies(&again.headers, path_only(start), &self.ctx, "");
                     for c in cookies {
                         if jar.get(&c.name).is_some_and(|old| *old != c.value) && is_session_name(&c.name) {
@@ -233,7 +345,7 @@ impl Doctor<'_> {
             }
             if let Some((name, _)) = changed.iter().find(|(_, n)| **n >= 2) {
                 self.findings.push(finding(
-                    "session_churn",
+                    FindingCode::SessionChurn,
                     &self.ctx,
                     name,
                     format!("GET {start} three times with the cookies it set: {name} got a new value each time"),
@@ -242,8 +354,8 @@ impl Doctor<'_> {
         }
 
         // Forged forwarded headers, as anyone reaching the app directly could send.
-        let honest_leaks_http = self.findings.iter().any(|f| f.code == "redirect_http_scheme");
-        if let Fetch::Ok(spoofed) = self.fetch(start, true, &BTreeMap::new()).await {
+        let honest_leaks_http = self.findings.iter().any(|f| f.code == FindingCode::RedirectHttpScheme);
+        if let Fetch::Ok(spoofed) = self.send(Outgoing::get(start, Forwarding::Forged, &Jar::new())).await {
             let mut text = spoofed.body.to_ascii_lowercase();
             if let Some(loc) = spoofed.headers.get(LOCATION).and_then(|v| v.to_str().ok()) {
                 text.push_str(&loc.to_ascii_lowercase());
@@ -252,7 +364,7 @@ impl Doctor<'_> {
             let believes_proto = !honest_leaks_http
                 && check_urls(&text, &self.ctx, "")
                     .iter()
-                    .any(|f| f.code == "redirect_http_scheme");
+                    .any(|f| f.code == FindingCode::RedirectHttpScheme);
             let what = if text.contains(SPOOFED_HOST) {
                 Some(SPOOFED_HOST.to_string())
             } else if text.contains(SPOOFED_CLIENT) {
@@ -267,7 +379,7 @@ impl Doctor<'_> {
             };
             if let Some(what) = what {
                 self.findings.push(finding(
-                    "trusts_spoofed_forwarded",
+                    FindingCode::TrustsSpoofedForwarded,
                     &self.ctx,
                     "",
                     format!(
@@ -284,7 +396,7 @@ impl Doctor<'_> {
     fn observe(&mut self, seen: &Seen, path: &str, evidence: &str) {
         if seen.elapsed > SLOW {
             self.findings.push(finding(
-                "upstream_slow",
+                FindingCode::UpstreamSlow,
                 &self.ctx,
                 &format!("{} ms for GET {path}", seen.elapsed.as_millis()),
                 evidence.to_string(),
@@ -302,7 +414,7 @@ impl Doctor<'_> {
             .is_some_and(|v| v.to_ascii_lowercase().contains("keep-alive"));
         if seen.version == Version::HTTP_10 && (closes || !keeps) {
             self.findings.push(finding(
-                "upstream_http10",
+                FindingCode::UpstreamHttp10,
                 &self.ctx,
                 "",
                 format!("{evidence} → HTTP/1.0 response without keep-alive"),
@@ -318,18 +430,123 @@ impl Doctor<'_> {
         }
     }
 
-    /// The path of a redirect that stays on the app.
+    /// The path of a redirect that stays on the app, encoded as a browser
+    /// encodes it before following it.
     fn next_hop(&self, seen: &Seen) -> Option<String> {
-        let loc = seen.headers.get(LOCATION)?.to_str().ok()?;
+        let loc = browser_target(&String::from_utf8_lossy(seen.headers.get(LOCATION)?.as_bytes()));
         if loc.starts_with('/') && !loc.starts_with("//") {
-            return Some(loc.to_string());
+            return Some(loc);
         }
         let uri: http::Uri = loc.parse().ok()?;
         let authority = uri.authority()?.as_str().to_ascii_lowercase();
-        let ours = authority == self.host_header.to_ascii_lowercase()
+        self.is_ours(&authority)
+            .then(|| uri.path_and_query().map_or("/".to_string(), |p| p.as_str().to_string()))
+    }
+
+    /// Whether a URL's authority (lowercase) is the app, by its public or internal address.
+    fn is_ours(&self, authority: &str) -> bool {
+        authority == self.host_header.to_ascii_lowercase()
             || authority == self.ctx.public_host
-            || authority == self.ctx.upstream_authority.to_ascii_lowercase();
-        ours.then(|| uri.path_and_query().map_or("/".to_string(), |p| p.as_str().to_string()))
+            || authority == self.ctx.upstream_authority.to_ascii_lowercase()
+    }
+
+    /// Posts the page's login form once, as a browser at the public URL
+    /// would, with credentials that cannot log anyone in: a clean "wrong
+    /// password" is fine, a CSRF/origin rejection is an error.
+    async fn check_login_form(&mut self, page: &str, seen: &Seen, jar: &Jar) {
+        let Some(form) = forms::find_login_form(&seen.body) else {
+            return;
+        };
+        let Some(target) = forms::resolve_action(page, form.action.as_deref(), |a| self.is_ours(a)) else {
+            return; // posts to another site (a single sign-on provider): not the app's check
+        };
+        let target = browser_target(&target);
+        if !self.posted.insert(target.clone()) {
+            return;
+        }
+        let (extra, body) = match self.form_submission(&form, page) {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.notes
+                    .push(format!("the login form of {page} (POST {target}) was not checked: {e}"));
+                return;
+            }
+        };
+        let out = Outgoing {
+            method: Method::POST,
+            target: &target,
+            forwarding: Forwarding::Honest,
+            jar,
+            extra,
+            body,
+        };
+        let answer = match self.send(out).await {
+            Fetch::Ok(answer) => answer,
+            Fetch::Unreachable(e) | Fetch::Unsendable(e) => {
+                self.notes
+                    .push(format!("the login form of {page} (POST {target}) was not checked: {e}"));
+                return;
+            }
+        };
+        if let Some(why) = forms::csrf_rejection(answer.status, &answer.body) {
+            let hidden = form
+                .controls
+                .iter()
+                .filter(|c| matches!(c.kind, forms::ControlKind::Fixed(_)))
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let cookies = jar.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+            self.findings.push(finding(
+                FindingCode::LoginCsrfRejected,
+                &self.ctx,
+                &format!("POST {target}"),
+                format!(
+                    "POST {target} (the login form of {page}) with Origin: {origin}, Referer: {origin}{page}, \
+                     the form's fields [{hidden}], cookies [{cookies}], user {user} and a random password → {why}",
+                    origin = self.ctx.public_origin,
+                    user = forms::DUMMY_USER,
+                ),
+            ));
+        }
+    }
+
+    /// The headers and body a browser at the public URL sends when the
+    /// form on `page` is submitted with the dummy credentials.
+    fn form_submission(
+        &self,
+        form: &forms::LoginForm,
+        page: &str,
+    ) -> Result<(Vec<(HeaderName, HeaderValue)>, Bytes), String> {
+        let fields = form.fill(&dummy_password());
+        let (content_type, body) = if form.multipart {
+            let boundary = "----tlsfront-doctor-form-boundary";
+            (
+                format!("multipart/form-data; boundary={boundary}"),
+                forms::multipart(&fields, boundary),
+            )
+        } else {
+            (
+                "application/x-www-form-urlencoded".to_string(),
+                forms::urlencode(&fields),
+            )
+        };
+        let origin = &self.ctx.public_origin;
+        let referer = format!("{origin}{page}");
+        let mut headers = Vec::new();
+        for (name, value) in [
+            (ORIGIN, origin.as_str()),
+            (REFERER, referer.as_str()),
+            (CONTENT_TYPE, content_type.as_str()),
+            (HeaderName::from_static("sec-fetch-site"), "same-origin"),
+            (HeaderName::from_static("sec-fetch-mode"), "navigate"),
+            (HeaderName::from_static("sec-fetch-dest"), "document"),
+        ] {
+            let value =
+                HeaderValue::from_str(value).map_err(|_| format!("{name}: {value:?} is not a valid header value"))?;
+            headers.push((name, value));
+        }
+        Ok((headers, Bytes::from(body)))
     }
 
     /// Cookie checks across all responses: duplicates and count.
@@ -349,7 +566,7 @@ impl Doctor<'_> {
                     .map(|(p, d)| format!("Path={p}{}", d.map(|d| format!(" Domain={d}")).unwrap_or_default()))
                     .collect();
                 self.findings.push(finding(
-                    "duplicate_cookie",
+                    FindingCode::DuplicateCookie,
                     &self.ctx,
                     name,
                     format!("{name}: {}", listed.join(" and ")),
@@ -358,7 +575,7 @@ impl Doctor<'_> {
         }
         if by_name.len() > 50 {
             self.findings.push(finding(
-                "too_many_cookies",
+                FindingCode::TooManyCookies,
                 &self.ctx,
                 &format!("{} cookies", by_name.len()),
                 format!("{} distinct cookies set", by_name.len()),
@@ -382,8 +599,68 @@ impl Doctor<'_> {
         }
     }
 
-    /// One GET to the app, honest or forged.
-    async fn fetch(&self, path: &str, spoofed: bool, jar: &BTreeMap<String, String>) -> Fetch {
+    /// The request for `out`, with the headers tlsfront would add (or forged ones).
+    fn request(&self, out: &Outgoing<'_>) -> Result<Request<Full<Bytes>>, String> {
+        let mut req = Request::builder()
+            .method(out.method.clone())
+            .uri(out.target)
+            .body(Full::new(out.body.clone()))
+            .map_err(|e| format!("{} {:?} cannot be sent: {e}", out.method, out.target))?;
+        let host = HeaderValue::from_str(&self.host_header)
+            .map_err(|_| format!("the public host {:?} is not a valid Host header", self.host_header))?;
+        let h = req.headers_mut();
+        h.insert(HOST, host.clone());
+        match out.forwarding {
+            Forwarding::Forged => {
+                h.insert("x-forwarded-host", HeaderValue::from_static(SPOOFED_HOST));
+                h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+                h.insert("x-forwarded-for", HeaderValue::from_static(SPOOFED_CLIENT));
+                h.insert("x-forwarded-port", HeaderValue::from_static("80"));
+                h.insert("forwarded", HeaderValue::from_static(SPOOFED_FORWARDED));
+            }
+            Forwarding::Honest => {
+                h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+                h.insert("x-forwarded-host", host);
+                h.insert("x-forwarded-port", HeaderValue::from(self.ctx.public_port));
+                h.insert("x-forwarded-for", HeaderValue::from_static(HONEST_CLIENT));
+            }
+        }
+        h.insert("user-agent", HeaderValue::from_static("tlsfront-doctor"));
+        h.insert(
+            "accept",
+            HeaderValue::from_static("text/html,application/json;q=0.9,*/*;q=0.8"),
+        );
+        if !out.jar.is_empty() {
+            let mut cookie = Vec::new();
+            for (name, value) in out.jar {
+                if !cookie.is_empty() {
+                    cookie.extend_from_slice(b"; ");
+                }
+                cookie.extend_from_slice(name.as_bytes());
+                cookie.push(b'=');
+                cookie.extend_from_slice(value);
+            }
+            // The values came from the app's Set-Cookie bytes and go back unchanged.
+            let value = HeaderValue::from_bytes(&cookie).map_err(|_| {
+                format!(
+                    "the cookies the app set cannot be sent back: {:?}",
+                    String::from_utf8_lossy(&cookie)
+                )
+            })?;
+            h.insert(COOKIE, value);
+        }
+        for (name, value) in &out.extra {
+            h.insert(name, value.clone());
+        }
+        Ok(req)
+    }
+
+    /// One request to the app.
+    async fn send(&self, out: Outgoing<'_>) -> Fetch {
+        let req = match self.request(&out) {
+            Ok(req) => req,
+            Err(e) => return Fetch::Unsendable(e),
+        };
         let addr = self.opts.upstream.authority.as_str().to_string();
         let tcp = match tokio::time::timeout(self.opts.connect_timeout, TcpStream::connect(&addr)).await {
             Ok(Ok(tcp)) => tcp,
@@ -399,37 +676,6 @@ impl Doctor<'_> {
             return Fetch::Unreachable(format!("{addr} does not speak HTTP/1.1"));
         };
         tokio::spawn(conn);
-        let mut req = Request::get(path)
-            .body(Empty::<Bytes>::new())
-            .expect("a GET with a path is valid");
-        let h = req.headers_mut();
-        let value = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("invalid"));
-        if spoofed {
-            h.insert(HOST, value(&self.host_header));
-            h.insert("x-forwarded-host", HeaderValue::from_static(SPOOFED_HOST));
-            h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-            h.insert("x-forwarded-for", HeaderValue::from_static(SPOOFED_CLIENT));
-            h.insert("x-forwarded-port", HeaderValue::from_static("80"));
-            h.insert(
-                "forwarded",
-                value(&format!("for={SPOOFED_CLIENT};host={SPOOFED_HOST};proto=http")),
-            );
-        } else {
-            h.insert(HOST, value(&self.host_header));
-            h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-            h.insert("x-forwarded-host", value(&self.host_header));
-            h.insert("x-forwarded-port", HeaderValue::from(self.ctx.public_port));
-            h.insert("x-forwarded-for", HeaderValue::from_static(HONEST_CLIENT));
-        }
-        h.insert("user-agent", HeaderValue::from_static("tlsfront-doctor"));
-        h.insert(
-            "accept",
-            HeaderValue::from_static("text/html,application/json;q=0.9,*/*;q=0.8"),
-        );
-        if !jar.is_empty() {
-            let cookie: Vec<String> = jar.iter().map(|(n, v)| format!("{n}={v}")).collect();
-            h.insert(COOKIE, value(&cookie.join("; ")));
-        }
         let started = Instant::now();
         let resp = match tokio::time::timeout(self.opts.response_timeout, send.send_request(req)).await {
             Ok(Ok(resp)) => resp,
@@ -470,7 +716,7 @@ fn path_only(path: &str) -> &str {
 /// One finding per code (the first evidence kept, the others counted).
 fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
-    let mut extra: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut extra: BTreeMap<FindingCode, usize> = BTreeMap::new();
     for f in findings {
         if out.iter().any(|o| o.code == f.code) {
             *extra.entry(f.code).or_default() += 1;
@@ -479,9 +725,60 @@ fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
         }
     }
     for f in &mut out {
-        if let Some(n) = extra.get(f.code) {
+        if let Some(n) = extra.get(&f.code) {
             f.evidence.push_str(&format!(" (and {n} more)"));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_must_be_request_targets() {
+        assert!(check_target("/login?next=%2F").is_ok());
+        let spaced = check_target("/a b").unwrap_err();
+        assert!(spaced.contains("\"/a b\"") && spaced.contains("%20"), "{spaced}");
+        assert!(check_target("login").unwrap_err().contains("starts with /"));
+        assert!(check_target("/\u{7f}").is_err());
+    }
+
+    #[test]
+    fn locations_are_encoded_as_browsers_follow_them() {
+        assert_eq!(browser_target("/a b?x=1 2#frag"), "/a%20b?x=1%202");
+        assert_eq!(browser_target("/caf\u{e9}"), "/caf%C3%A9");
+        assert_eq!(browser_target("/ok/%20already"), "/ok/%20already");
+        for loc in ["/a b", "/\"<>\\^`{|}", "/\t\r\n"] {
+            let target = browser_target(loc);
+            assert!(
+                target.parse::<http::uri::PathAndQuery>().is_ok(),
+                "{loc:?} → {target:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["localhost", "LocalHost", "127.0.0.1", "127.3.2.1", "[::1]", "::1"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["10.0.0.5", "app.internal", "[2001:db8::1]", "0.0.0.0"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn the_forged_forwarded_header_matches_the_forged_x_forwarded_ones() {
+        assert!(SPOOFED_FORWARDED.contains(&format!("for={SPOOFED_CLIENT}")));
+        assert!(SPOOFED_FORWARDED.contains(&format!("host={SPOOFED_HOST}")));
+    }
+
+    #[test]
+    fn dummy_passwords_differ_per_run() {
+        let (a, b) = (dummy_password(), dummy_password());
+        assert_ne!(a, b);
+        assert!(a.len() > 30 && a.starts_with("tlsfront-doctor-"));
+    }
 }

@@ -12,7 +12,7 @@ pub fn render_json(report: &Report) -> String {
         .iter()
         .map(|f| {
             serde_json::json!({
-                "code": f.code,
+                "code": f.code.as_str(),
                 "severity": f.severity.as_str(),
                 "title": f.title,
                 "why": f.why,
@@ -35,6 +35,7 @@ pub fn render_json(report: &Report) -> String {
             "infos": count(Severity::Info),
         },
         "clean": report.is_clean(),
+        "notes": report.notes,
     })
     .to_string()
 }
@@ -91,6 +92,12 @@ pub fn render_human(report: &Report, colour: bool) -> String {
             };
             let _ = writeln!(out, "          {already}{}", f.tlsfront_does);
         }
+        out.push('\n');
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "Note: {note}");
+    }
+    if !report.notes.is_empty() {
         out.push('\n');
     }
     let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();

@@ -6,6 +6,8 @@ with environment variables:
     flask_app.py   PROXY_FIX, COOKIE_SECURE, SAMESITE, TRUSTED_HOSTS, CHURN
     django_app/    FIXED (Django's proxy and cookie settings), PUBLIC_PORT
     express_app/   TRUST_PROXY, COOKIE_SECURE (0|1|auto), ALLOWED_HOSTS
+    quirks_app.py  no settings: one quirk per route (big and many cookies,
+                   a slow or HTTP/1.0 answer, a Location with a space, ...)
 
 Each variant runs once per session on a free 127.0.0.1 port. The doctor is
 run as a subprocess (30 s limit) exactly as a user would:
@@ -44,6 +46,7 @@ from conftest import ANSI_RE, REPO_ROOT, _LOGS, free_port, read_log, stop_proces
 
 APPS_DIR = REPO_ROOT / "tests" / "apps"
 FLASK_APP = APPS_DIR / "flask_app.py"
+QUIRKS_APP = APPS_DIR / "quirks_app.py"
 DJANGO_DIR = APPS_DIR / "django_app"
 EXPRESS_DIR = APPS_DIR / "express_app"
 NPM_CI = "npm ci --prefix tests/apps/express_app"
@@ -182,6 +185,10 @@ class SampleApps:
             cmd = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
             cwd = DJANGO_DIR
             health = "/healthz/"
+        elif framework == "quirks":
+            cmd = [sys.executable, str(QUIRKS_APP)]
+            cwd = self.workdir
+            health = "/healthz"
         elif framework == "express":
             _require_express_modules()
             cmd = ["node", "server.js"]
@@ -722,3 +729,128 @@ def test_human_output(sample_apps, doctor_workdir, variant):
     if variant == "broken":
         assert "Fix" in out, human.context()
         assert "ProxyFix" in out, human.context()
+
+
+# --------------------------------------------------------------------------- login forms (POST)
+# For each checked page with a login form, the doctor posts the form once as a
+# browser at the public URL would (Origin/Referer of the public URL, the page's
+# hidden fields and cookies, a user name and password that cannot log in).
+
+
+def _posts_in_log(app: SampleApp, target: str) -> list[str]:
+    """Django's runserver logs each request: `"POST /login/ HTTP/1.1" 401 …`."""
+    return [line for line in read_log(app.log, limit=1 << 20).splitlines() if f'"POST {target} HTTP/1.1"' in line]
+
+
+def test_django_login_form_refused_by_csrf_origin_check(sample_apps, doctor_workdir):
+    """Django's defaults: GETs look fine, but the login POST from the public
+    https origin fails with "CSRF verification failed" (Origin checking failed)."""
+    app = sample_apps.get("django", DJANGO_BROKEN)
+    before = len(_posts_in_log(app, "/login/"))
+    run = doctor_app(doctor_workdir, app, ("/login/",))
+    f = get_finding(run, "login_csrf_rejected")
+    assert f["severity"] == "error" and run.returncode == 1, summary(run)
+    fix = f["fix"].get("django", "")
+    assert "SECURE_PROXY_SSL_HEADER" in fix and f'CSRF_TRUSTED_ORIGINS = ["{PUBLIC_URL}"]' in fix, fix
+    assert "POST /login/" in f["evidence"] and "csrf verification failed" in f["evidence"].lower(), f
+    assert f"Origin: {PUBLIC_URL}" in f["evidence"] and "csrfmiddlewaretoken" in f["evidence"], f
+    posts = _posts_in_log(app, "/login/")[before:]
+    assert len(posts) == 1 and '" 403 ' in posts[0], posts  # posted once, refused by CSRF
+
+
+def test_django_fixed_login_form_is_a_clean_rejection(sample_apps, doctor_workdir):
+    app = sample_apps.get("django", DJANGO_FIXED)
+    before = len(_posts_in_log(app, "/login/"))
+    run = doctor_app(doctor_workdir, app, ("/", "/login/"))
+    assert_clean(run)
+    # It did post, and the app answered "wrong password" (401), not 403.
+    posts = _posts_in_log(app, "/login/")[before:]
+    assert len(posts) == 1 and '" 401 ' in posts[0], posts
+
+
+def test_no_forms_posts_nothing(sample_apps, doctor_workdir):
+    app = sample_apps.get("django", DJANGO_BROKEN)
+    before = len(_posts_in_log(app, "/login/"))
+    run = doctor_app(doctor_workdir, app, ("/login/",), extra=["--no-forms"])
+    assert_absent(run, "login_csrf_rejected")
+    assert _posts_in_log(app, "/login/")[before:] == [], read_log(app.log)
+
+
+def test_express_login_form_refused_without_trust_proxy(sample_apps, doctor_workdir):
+    """cookie.secure without trust proxy: the session (and its CSRF secret)
+    is never sent, so the login POST fails its CSRF check."""
+    run = doctor_app(doctor_workdir, sample_apps.get("express", EXPRESS_BROKEN), ("/login",))
+    f = get_finding(run, "login_csrf_rejected")
+    assert f["severity"] == "error", f
+    assert "trust proxy" in f["fix"].get("express", ""), f["fix"]
+    assert "POST /login" in f["evidence"] and "csrf token missing or wrong" in f["evidence"].lower(), f
+    fixed = doctor_app(doctor_workdir, sample_apps.get("express", EXPRESS_FIXED), ("/login",))
+    assert_absent(fixed, "login_csrf_rejected")
+    assert_clean(fixed)
+
+
+# --------------------------------------------------------------------------- findings no framework app triggers
+# Each case runs the doctor on one route of tests/apps/quirks_app.py, and where
+# the finding has a threshold, just under it too (so "always reported" fails).
+
+
+@pytest.mark.parametrize(
+    "path,code,severity,evidence",
+    [
+        ("/cookie?len=4097", "cookie_too_large", "error", "big: 4097 bytes"),
+        ("/cookies?n=51", "too_many_cookies", "error", "51 distinct cookies"),
+        ("/dup", "duplicate_cookie", "warning", "pref: Path=/ and Path=/dup"),
+        ("/slow?ms=1300", "upstream_slow", "warning", "GET /slow?ms=1300"),
+        ("/http10", "upstream_http10", "warning", "HTTP/1.0 response without keep-alive"),
+        ("/reflect", "trusts_spoofed_forwarded", SPOOF_SEVERITY_ON_LOOPBACK, "spoofed.invalid"),
+    ],
+    ids=["cookie_too_large", "too_many_cookies", "duplicate_cookie", "upstream_slow", "upstream_http10", "spoof"],
+)
+def test_quirk_findings(sample_apps, doctor_workdir, path, code, severity, evidence):
+    run = doctor_app(doctor_workdir, sample_apps.get("quirks", {}), (path,))
+    f = get_finding(run, code)
+    assert f["severity"] == severity, f
+    text = f["title"] + " " + f["evidence"]
+    assert evidence in text, f"{evidence!r} not in {text!r}"
+    others = [c for c in codes(run) if c != code]
+    assert not others, f"only {code} expected\n{summary(run)}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/cookie?len=4096", "/cookies?n=50", "/slow?ms=0", "/healthz"],
+)
+def test_quirk_just_under_the_threshold_is_clean(sample_apps, doctor_workdir, path):
+    run = doctor_app(doctor_workdir, sample_apps.get("quirks", {}), (path,))
+    assert run.report["findings"] == [], summary(run)
+
+
+# --------------------------------------------------------------------------- outside input never panics
+
+
+def test_path_with_a_space_is_a_usage_error(sample_apps, doctor_workdir):
+    # A reachable app: the old doctor connected first and then panicked building the request.
+    run = doctor_app(doctor_workdir, sample_apps.get("quirks", {}), ("/a b",))
+    assert run.returncode == 2, run.context()
+    assert '"/a b"' in run.stderr and "%20" in run.stderr, run.context()
+    assert "panicked" not in run.stderr, run.context()
+
+
+def test_location_with_a_space_is_followed_as_a_browser_does(sample_apps, doctor_workdir):
+    app = sample_apps.get("quirks", {})
+    run = doctor_app(doctor_workdir, app, ("/space-redirect",))
+    assert "panicked" not in run.stderr, run.context()
+    assert run.returncode == 0 and run.report["notes"] == [], summary(run)
+    seen = requests.get(f"{app.upstream}/seen", timeout=HTTP_TIMEOUT).json()
+    assert ["GET", "/a%20b"] in [entry[:2] for entry in seen], seen
+
+
+def test_cookie_bytes_go_back_unchanged(sample_apps, doctor_workdir):
+    """A Set-Cookie value with a non-UTF-8 byte: the doctor sends it back as
+    it came (the session check re-requests with it), never a made-up value."""
+    app = sample_apps.get("quirks", {})
+    run = doctor_app(doctor_workdir, app, ("/latin1-cookie",))
+    seen = requests.get(f"{app.upstream}/seen", timeout=HTTP_TIMEOUT).json()
+    sent = [cookie for method, target, cookie in seen if target == "/latin1-cookie" and cookie is not None]
+    assert sent, f"the doctor never sent the cookie back\n{seen}\n{summary(run)}"
+    assert all(cookie == "sid=caf\xe9" for cookie in sent), sent
