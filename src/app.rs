@@ -187,6 +187,15 @@ fn check(args: CheckArgs) -> Result<(), AppError> {
             config.tls.self_signed_dir.display()
         );
     }
+    if !config.routes.is_empty() {
+        println!("# routes, in the order they are matched (the first that matches takes the request):");
+        for (i, line) in crate::routes::describe(&config).iter().enumerate() {
+            println!("#   {}. {line}", i + 1);
+        }
+        if !config.upstream_given {
+            println!("#   a request no route takes: 421 if no route serves its host, else 404");
+        }
+    }
     println!("{config}");
     Ok(())
 }

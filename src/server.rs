@@ -202,10 +202,20 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
         shutting_down: AtomicBool::new(false),
     });
 
-    tracing::info!(
-        "listening on https://{https_addr} (HTTP/1.1 and HTTP/2), forwarding to {}",
-        config.upstream.url
-    );
+    let destination = if config.routes.is_empty() {
+        format!("forwarding to {}", config.upstream.url)
+    } else {
+        format!(
+            "{} route(s){}",
+            config.routes.len(),
+            if config.upstream_given {
+                format!(", fallback {}", config.upstream.url)
+            } else {
+                String::new()
+            }
+        )
+    };
+    tracing::info!("listening on https://{https_addr} (HTTP/1.1 and HTTP/2), {destination}");
     let public_port = config.listen.public_port(https_addr.port());
     if let Some(ca) = dev_ca {
         tracing::info!(
