@@ -16,16 +16,27 @@ const POLL: Duration = Duration::from_secs(1);
 /// Lets a writer finish replacing both files before they are read.
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// Watches for SIGHUP and certificate changes until the process ends.
-pub async fn watch(server: Arc<Server>, loader: Loader) {
+/// Watches for SIGHUP and certificate changes until the process ends. The
+/// SIGHUP handler is registered when this is called, not when the future is
+/// first polled, so a SIGHUP right after start reloads instead of ending the process.
+pub fn watch(server: Arc<Server>, loader: Loader) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!("cannot listen for SIGHUP, reload on signal is off: {e}");
             None
         }
     };
+    watch_with(
+        server,
+        loader,
+        #[cfg(unix)]
+        hangup,
+    )
+}
+
+async fn watch_with(server: Arc<Server>, loader: Loader, #[cfg(unix)] mut hangup: Option<tokio::signal::unix::Signal>) {
     let mut seen = fingerprint(&server.current().watch);
     let mut tick = tokio::time::interval(POLL);
     loop {

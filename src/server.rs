@@ -103,7 +103,10 @@ fn build_generation(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(limits.max_pending_reset_streams)
-        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX));
+        // Twice the limit, so that tlsfront's own check (which counts the 431 in
+        // limit_rejections and the access log) sees ordinary oversized heads;
+        // h2 itself refuses larger ones, uncounted, as the memory bound.
+        .max_header_list_size(u32::try_from(limits.max_request_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX));
     Generation {
         proxy: Proxy::new(&config, telemetry.clone(), hints.clone(), tracker.clone()),
         acceptor: TlsAcceptor::from(loaded.tls),
@@ -132,10 +135,8 @@ impl Server {
                 let new = self.generation(loaded);
                 let (n, o) = (&new.config, &old.config);
                 let restart_only = [
-                    (
-                        "listen addresses",
-                        n.listen.https != o.listen.https || n.listen.http != o.listen.http,
-                    ),
+                    ("listen.https", n.listen.https != o.listen.https),
+                    ("listen.http", n.listen.http != o.listen.http),
                     ("admin.listen", n.admin.listen != o.admin.listen),
                     (
                         "limits.max_connections",
@@ -198,6 +199,10 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
         shutting_down: AtomicBool::new(false),
     });
 
+    // Signal handlers before the "listening" line: a signal sent as soon as
+    // tlsfront says it is up must not meet the default action (exit).
+    let stop = shutdown_signal();
+    let reloader = reload::watch(server.clone(), loader);
     tracing::info!(
         "listening on https://{https_addr} (HTTP/1.1 and HTTP/2), forwarding to {}",
         config.upstream.url
@@ -230,9 +235,9 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
     }
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
     tracker.spawn(accept_tls(https, https_addr, server.clone(), connections, shutdown_rx));
-    tokio::spawn(reload::watch(server.clone(), loader));
+    tokio::spawn(reloader);
 
-    wait_for_shutdown_signal().await;
+    stop.await;
     server.shutting_down.store(true, Ordering::Relaxed);
     let grace = server.current().config.limits.shutdown_timeout;
     tracing::info!(
@@ -287,21 +292,27 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
-async fn wait_for_shutdown_signal() {
+/// Registers the SIGTERM/SIGINT handlers now; the future ends at the first signal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        async move {
+            let (Ok(mut term), Ok(mut int)) = handlers else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn accept_tls(
@@ -422,6 +433,10 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
         tokio::select! {
             res = connection.as_mut() => {
                 if let Err(e) = res {
+                    // hyper answered 431 itself: the head outgrew its read buffer.
+                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
+                        server.telemetry.metrics.count_limit("header_bytes");
+                    }
                     tracing::debug!("connection ended with an error: {e}");
                 }
                 return;
