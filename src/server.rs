@@ -53,6 +53,8 @@ pub struct Loaded {
     pub tls: Arc<ServerConfig>,
     /// Files whose change triggers a reload (certificate and key).
     pub watch: Vec<PathBuf>,
+    /// How those files were just before they were read.
+    pub seen: reload::Fingerprint,
     /// The development CA, when a development certificate is used.
     pub dev_ca: Option<PathBuf>,
 }
@@ -175,6 +177,7 @@ impl Server {
 pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
     let config = initial.config.clone();
     let dev_ca = initial.dev_ca.clone();
+    let seen = initial.seen.clone();
     let https = bind(config.listen.https, "listen.https").await?;
     let https_addr = https.local_addr().map_err(|e| ServerError(e.to_string()))?;
     let http = match config.listen.http {
@@ -202,7 +205,7 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
     // Signal handlers before the "listening" line: a signal sent as soon as
     // tlsfront says it is up must not meet the default action (exit).
     let stop = shutdown_signal();
-    let reloader = reload::watch(server.clone(), loader);
+    let reloader = reload::watch(server.clone(), loader, seen);
     tracing::info!(
         "listening on https://{https_addr} (HTTP/1.1 and HTTP/2), forwarding to {}",
         config.upstream.url
