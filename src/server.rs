@@ -55,6 +55,8 @@ pub struct Loaded {
     pub watch: Vec<PathBuf>,
     /// The development CA, when a development certificate is used.
     pub dev_ca: Option<PathBuf>,
+    /// (label, notAfter in Unix seconds) of every served certificate.
+    pub certificate_expiry: Vec<(String, i64)>,
 }
 
 /// Loads the configuration again, the way it was loaded at start (same
@@ -92,6 +94,8 @@ fn build_generation(
     tracker: &TaskTracker,
 ) -> Generation {
     let config = loaded.config;
+    // The expiry metric follows the certificates of the newest generation.
+    telemetry.metrics.set_certificate_expiry(&loaded.certificate_expiry);
     let limits = &config.limits;
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
