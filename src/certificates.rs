@@ -517,6 +517,7 @@ impl ResolvesServerCert for SniResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::pem::PemObject;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -625,5 +626,29 @@ mod tests {
         assert_eq!(self_signed_hosts_needed(&set, &names(&["127.0.0.1", "a.test"])), None);
     }
 
-    use rustls::pki_types::pem::PemObject;
+    #[test]
+    fn route_hosts_get_development_certificates_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.tls.self_signed_dir = dir.path().join("certs");
+        let extra = names(&["localhost", "API.test", "*.apps.test", "10.1.2.3"]);
+        let set = CertificateSet::load(&config, "test.toml", &extra, false).unwrap();
+        let labels: Vec<String> = set.served.iter().map(ServedCertificate::label).collect();
+        // localhost is already in the self-signed certificate; the IP needs none.
+        assert_eq!(labels, ["localhost", "api.test", "*.apps.test"]);
+        assert!(set.served.iter().all(|s| s.origin == Origin::Development));
+        assert_eq!(set.dev_ca, Some(dir.path().join("certs/ca.pem")));
+        let r = SniResolver::new(&set.served);
+        assert_eq!(r.choose(Some("api.test")), 1);
+        assert_eq!(r.choose(Some("x.apps.test")), 2);
+        assert_eq!(r.choose(None), 0);
+        assert_eq!(set.watch().len(), 6);
+        // With tls.cert set, no development certificate is made at all.
+        config.tls.cert = Some(set.served[1].cert.clone());
+        config.tls.key = Some(set.served[1].key.clone());
+        let set = CertificateSet::load(&config, "test.toml", &extra, false).unwrap();
+        assert_eq!(set.served.len(), 1);
+        assert_eq!(set.served[0].origin, Origin::Single);
+        assert!(set.dev_ca.is_none());
+    }
 }

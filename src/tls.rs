@@ -412,4 +412,51 @@ mod tests {
         let e = server_config(&certs.cert, &junk, TlsVersion::Tls12).unwrap_err();
         assert!(e.message.contains("no private key"), "{e}");
     }
+
+    /// Verifies `cert` for `name` against `ca` as a client would.
+    fn verify(ca: &Path, cert: &Path, name: &str) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        let chain = read_chain(cert).unwrap();
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        verifier
+            .verify_server_cert(&chain[0], &chain[1..], &name, &[], rustls::pki_types::UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn host_certificates_are_signed_by_the_same_ca_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = ensure_dev_certs(dir.path(), &hosts(), TlsVersion::Tls12).unwrap();
+        let ca_before = fs::read(&main.ca).unwrap();
+        let wild = ensure_dev_host_cert(dir.path(), "*.app.test", TlsVersion::Tls12).unwrap();
+        assert!(wild.leaf_generated && wild.ca_reused);
+        assert_eq!(wild.cert, dir.path().join("hosts/_.app.test.pem"));
+        verify(&main.ca, &wild.cert, "x.app.test").unwrap();
+        assert!(
+            verify(&main.ca, &wild.cert, "app.test").is_err(),
+            "a wildcard is one label deep"
+        );
+        let exact = ensure_dev_host_cert(dir.path(), "api.test", TlsVersion::Tls12).unwrap();
+        verify(&main.ca, &exact.cert, "api.test").unwrap();
+        assert!(verify(&main.ca, &exact.cert, "other.test").is_err());
+        // Reused, never rewritten; the CA never changes.
+        let leaf = fs::read(&wild.cert).unwrap();
+        let again = ensure_dev_host_cert(dir.path(), "*.app.test", TlsVersion::Tls12).unwrap();
+        assert!(!again.leaf_generated);
+        assert_eq!(fs::read(&again.cert).unwrap(), leaf);
+        assert_eq!(fs::read(&main.ca).unwrap(), ca_before);
+        // Without a CA yet, one is made first.
+        let fresh = tempfile::tempdir().unwrap();
+        let first = ensure_dev_host_cert(fresh.path(), "solo.test", TlsVersion::Tls12).unwrap();
+        assert!(!first.ca_reused);
+        verify(&first.ca, &first.cert, "solo.test").unwrap();
+    }
 }
