@@ -16,16 +16,38 @@ const POLL: Duration = Duration::from_secs(1);
 /// Lets a writer finish replacing both files before they are read.
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// Watches for SIGHUP and certificate changes until the process ends.
-pub async fn watch(server: Arc<Server>, loader: Loader) {
+/// SIGHUP, listened for before the listeners are announced: until then
+/// the default action applies, and a HUP sent as soon as tlsfront says it
+/// is listening would end the process instead of reloading it.
+#[cfg(unix)]
+pub struct Hangup(Option<tokio::signal::unix::Signal>);
+
+/// SIGHUP does not exist here.
+#[cfg(not(unix))]
+pub struct Hangup;
+
+/// Starts listening for SIGHUP (inside the runtime).
+pub fn listen_for_hangup() -> Hangup {
     #[cfg(unix)]
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGHUP, reload on signal is off: {e}");
-            None
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Hangup(Some(s)),
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP, reload on signal is off: {e}");
+                Hangup(None)
+            }
         }
-    };
+    }
+    #[cfg(not(unix))]
+    Hangup
+}
+
+/// Watches for SIGHUP and certificate changes until the process ends.
+pub async fn watch(server: Arc<Server>, loader: Loader, hangup: Hangup) {
+    #[cfg(unix)]
+    let mut hangup = hangup.0;
+    #[cfg(not(unix))]
+    let _ = hangup;
     let mut seen = fingerprint(&server.current().watch);
     let mut tick = tokio::time::interval(POLL);
     loop {

@@ -202,6 +202,7 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
         shutting_down: AtomicBool::new(false),
     });
 
+    let hangup = reload::listen_for_hangup();
     tracing::info!(
         "listening on https://{https_addr} (HTTP/1.1 and HTTP/2), forwarding to {}",
         config.upstream.url
@@ -230,7 +231,7 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
     }
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
     tracker.spawn(accept_tls(https, https_addr, server.clone(), connections, shutdown_rx));
-    tokio::spawn(reload::watch(server.clone(), loader));
+    tokio::spawn(reload::watch(server.clone(), loader, hangup));
 
     wait_for_shutdown_signal().await;
     server.shutting_down.store(true, Ordering::Relaxed);
