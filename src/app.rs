@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::certificates::{CertificateError, CertificateSet};
 use crate::cli::{CertArgs, CheckArgs, Cli, Command, DoctorArgs, HealthArgs, RunArgs};
 use crate::config::{self, Config, ConfigError, LogFormat, LogLevel, Source, UpstreamUrl};
 use crate::reload::{self, Fingerprint};
@@ -57,6 +58,15 @@ impl From<ConfigError> for AppError {
     }
 }
 
+impl From<CertificateError> for AppError {
+    fn from(e: CertificateError) -> Self {
+        match e {
+            CertificateError::Config(e) => AppError::Config(e),
+            CertificateError::Tls(e) => AppError::Tls(e),
+        }
+    }
+}
+
 impl From<TlsError> for AppError {
     fn from(e: TlsError) -> Self {
         AppError::Tls(e)
@@ -103,25 +113,12 @@ fn run(args: RunArgs) -> Result<(), AppError> {
     let (config, source) = effective_config(&args)?;
     init_logging(config.log.level, config.log.format);
     tracing::info!("configuration: {source}");
-    let (tls, watch, seen, dev_ca) = prepare_tls(&config, true)?;
-    let initial = Loaded {
-        config,
-        tls,
-        watch,
-        seen,
-        dev_ca,
-    };
+    let initial = prepare_tls(&config, &source.to_string(), true)?.into_loaded(config);
     // A reload repeats exactly this: same file, same command-line overrides.
     let loader: Loader = Box::new(move || {
-        let (config, _) = effective_config(&args).map_err(|e| e.to_string())?;
-        let (tls, watch, seen, dev_ca) = prepare_tls(&config, false).map_err(|e| e.to_string())?;
-        Ok(Loaded {
-            config,
-            tls,
-            watch,
-            seen,
-            dev_ca,
-        })
+        let (config, source) = effective_config(&args).map_err(|e| e.to_string())?;
+        let prepared = prepare_tls(&config, &source.to_string(), false).map_err(|e| e.to_string())?;
+        Ok(prepared.into_loaded(config))
     });
     // One usable CPU (a pinned container, the benchmark): a current-thread
     // runtime skips the work-stealing machinery. Otherwise one worker per CPU.
@@ -138,45 +135,76 @@ fn run(args: RunArgs) -> Result<(), AppError> {
     runtime.block_on(server::run(initial, loader)).map_err(AppError::Server)
 }
 
-/// Loads the configured certificate, or reuses / generates the development
-/// one. Returns the TLS config, the files to watch for changes, how they
-/// were just before being read, and the development CA (if one is used).
-fn prepare_tls(config: &Config, announce: bool) -> Result<PreparedTls, TlsError> {
-    match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => {
-            let watch = vec![cert.clone(), key.clone()];
-            let seen = reload::fingerprint(&watch);
-            let tls = tls::server_config(cert, key, config.tls.min_version)?;
-            if announce {
-                tracing::info!("certificate: {} (key {})", cert.display(), key.display());
-            }
-            Ok((tls, watch, seen, None))
-        }
-        _ => {
-            let dev = tls::ensure_dev_certs(
-                &config.tls.self_signed_dir,
-                &config.tls.self_signed_hosts,
-                config.tls.min_version,
-            )?;
-            let watch = vec![dev.cert.clone(), dev.key.clone()];
-            let seen = reload::fingerprint(&watch);
-            let tls = tls::server_config(&dev.cert, &dev.key, config.tls.min_version)?;
-            let dev_ca = dev.ca.exists().then(|| dev.ca.clone());
-            if announce || dev.leaf_generated {
-                let verb = if dev.leaf_generated { "generated" } else { "reusing" };
-                tracing::info!(
-                    "{verb} development certificate {} for {}, signed by the development CA {} (trust that CA in your browser or client)",
-                    dev.cert.display(),
-                    config.tls.self_signed_hosts.join(", "),
-                    dev.ca.display(),
-                );
-            }
-            Ok((tls, watch, seen, dev_ca))
+/// Loads the configured certificates, and reuses / generates the
+/// development ones when `tls.cert` is unset (see [`crate::certificates`]).
+fn prepare_tls(config: &Config, source: &str, announce: bool) -> Result<PreparedTls, AppError> {
+    // The configured files' state before they are read: a renewal landing
+    // while they are read is still a change for the watcher.
+    let configured: Vec<PathBuf> = config
+        .tls
+        .cert
+        .iter()
+        .chain(config.tls.key.iter())
+        .chain(config.tls.certificates.iter().flat_map(|c| [&c.cert, &c.key]))
+        .cloned()
+        .collect();
+    let before = reload::fingerprint(&configured);
+    let set = CertificateSet::load(config, source, &route_hosts(config), announce)?;
+    let tls = set.server_config(config.tls.min_version)?;
+    let watch = set.watch();
+    let seen = watch
+        .iter()
+        .zip(reload::fingerprint(&watch))
+        .map(|(path, now)| {
+            configured
+                .iter()
+                .position(|c| c == path)
+                .map_or(now, |i| before[i])
+        })
+        .collect();
+    Ok(PreparedTls {
+        tls,
+        watch,
+        seen,
+        dev_ca: set.dev_ca.clone(),
+        certificate_expiry: set.expiry(),
+    })
+}
+
+/// Route hosts that need a development certificate of their own (exact and
+/// wildcard hosts; a development certificate is only made when `tls.cert`
+/// is unset and no `[[tls.certificate]]` covers the name).
+fn route_hosts(config: &Config) -> Vec<String> {
+    let mut hosts: Vec<String> = config
+        .routes
+        .iter()
+        .filter_map(|r| r.host.as_ref().map(|h| h.to_string()))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+struct PreparedTls {
+    tls: Arc<rustls::ServerConfig>,
+    watch: Vec<PathBuf>,
+    seen: Fingerprint,
+    dev_ca: Option<PathBuf>,
+    certificate_expiry: Vec<(String, i64)>,
+}
+
+impl PreparedTls {
+    fn into_loaded(self, config: Config) -> Loaded {
+        Loaded {
+            config,
+            tls: self.tls,
+            watch: self.watch,
+            seen: self.seen,
+            dev_ca: self.dev_ca,
+            certificate_expiry: self.certificate_expiry,
         }
     }
 }
-
-type PreparedTls = (Arc<rustls::ServerConfig>, Vec<PathBuf>, Fingerprint, Option<PathBuf>);
 
 fn check(args: CheckArgs) -> Result<(), AppError> {
     let run_args = RunArgs {
@@ -184,13 +212,24 @@ fn check(args: CheckArgs) -> Result<(), AppError> {
         ..RunArgs::default()
     };
     let (config, source) = effective_config(&run_args)?;
-    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
-        tls::server_config(cert, key, config.tls.min_version)?;
-    }
+    let certificates = CertificateSet::check(&config, &source.to_string())?;
     println!("# configuration OK: {source}");
+    for (i, served) in certificates.served.iter().enumerate() {
+        let names = if served.names.is_empty() {
+            "any name".to_string()
+        } else {
+            served.names.join(", ")
+        };
+        let default = if i == 0 { ", the default" } else { "" };
+        println!(
+            "# certificate {}: {} for {names}{default}",
+            served.origin,
+            served.cert.display()
+        );
+    }
     if config.uses_dev_cert() {
         println!(
-            "# no tls.cert/tls.key: a development certificate is generated into (or reused from) {}",
+            "# no tls.cert/tls.key: a development certificate is generated into (or reused from) {} for the names no certificate covers",
             config.tls.self_signed_dir.display()
         );
     }

@@ -127,6 +127,61 @@ pub struct Tls {
     pub self_signed_hosts: Vec<String>,
     /// Lowest protocol version offered.
     pub min_version: TlsVersion,
+    /// `[[tls.certificate]]`: more certificates, chosen by SNI. After
+    /// `cert`/`key` (when set), which stays the default.
+    #[serde(rename = "certificate", deserialize_with = "certificate_entries")]
+    pub certificates: Vec<CertificateEntry>,
+}
+
+/// One `[[tls.certificate]]`: a PEM chain and its key, served to clients
+/// whose SNI is one of `names`.
+#[derive(Clone)]
+pub struct CertificateEntry {
+    /// PEM certificate chain, server certificate first.
+    pub cert: PathBuf,
+    /// PEM private key of the first certificate.
+    pub key: PathBuf,
+    /// Names it is chosen for (lower case, no trailing dot; `*.example.com`
+    /// for one label). Empty: the DNS names in the certificate.
+    pub names: Vec<String>,
+    /// Where `cert`, `key` and each name are in the file, for messages.
+    pub positions: EntryPositions,
+}
+
+/// 1-based line and column of the parts of a `[[tls.certificate]]`; `None`
+/// when the entry did not come from a file.
+#[derive(Debug, Clone, Default)]
+pub struct EntryPositions {
+    /// The `cert` value.
+    pub cert: Option<(usize, usize)>,
+    /// The `key` value.
+    pub key: Option<(usize, usize)>,
+    /// Each of `names`, in order.
+    pub names: Vec<Option<(usize, usize)>>,
+    /// Byte offsets of the above, turned into lines and columns once the text is known.
+    offsets: Vec<usize>,
+}
+
+impl fmt::Debug for CertificateEntry {
+    /// The settings only: where they were written is not what they mean, so
+    /// a config printed and parsed again compares equal.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateEntry")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateEntry {
+    /// Fills in lines and columns from the byte offsets the parser recorded.
+    fn locate(&mut self, text: &str) {
+        let mut at = self.positions.offsets.iter().map(|&o| Some(line_col(text, o)));
+        self.positions.cert = at.next().flatten();
+        self.positions.key = at.next().flatten();
+        self.positions.names = at.collect();
+    }
 }
 
 /// `[upstream]`
@@ -396,6 +451,7 @@ impl Default for Tls {
             self_signed_dir: PathBuf::from("certs"),
             self_signed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             min_version: TlsVersion::Tls12,
+            certificates: Vec::new(),
         }
     }
 }
@@ -515,7 +571,9 @@ impl Config {
     pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
         let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
-            let path = err.path().to_string();
+            // Values read with their position (toml::Spanned) add a private
+            // segment to the path; the person reading wants the key.
+            let path = err.path().to_string().replace(".$__serde_spanned_private_value", "");
             let inner = err.into_inner();
             let position = inner.span().map(|span| line_col(text, span.start));
             let (key, message) = explain_toml_error(&path, inner.message());
@@ -534,6 +592,9 @@ impl Config {
                     .and_then(|u| u.as_table())
                     .is_some_and(|u| u.contains_key("url"))
             });
+        for entry in &mut config.tls.certificates {
+            entry.locate(text);
+        }
         config.validate(source)?;
         Ok(config)
     }
@@ -573,7 +634,8 @@ impl Config {
             }
             _ => {}
         }
-        if self.tls.cert.is_none() && self.tls.self_signed_hosts.is_empty() {
+        // With [[tls.certificate]] an empty list means: no development certificate.
+        if self.tls.cert.is_none() && self.tls.self_signed_hosts.is_empty() && self.tls.certificates.is_empty() {
             return Err(err(
                 "tls.self_signed_hosts",
                 "no host names for the development certificate; expected e.g. [\"localhost\"]".into(),
@@ -840,6 +902,61 @@ fn header_table<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(HeaderName, Head
     Ok(headers)
 }
 
+/// `[[tls.certificate]]` as written, with the offsets of its values.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificateEntry {
+    cert: toml::Spanned<PemPath>,
+    key: toml::Spanned<PemPath>,
+    #[serde(default)]
+    names: Vec<toml::Spanned<CertificateName>>,
+}
+
+/// A non-empty file path (validated where it is written, for the position).
+struct PemPath(PathBuf);
+
+impl<'de> Deserialize<'de> for PemPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Err(de::Error::custom("is empty; expected the path of a PEM file"));
+        }
+        Ok(PemPath(PathBuf::from(s)))
+    }
+}
+
+/// A name a certificate is chosen for, normalised.
+struct CertificateName(String);
+
+impl<'de> Deserialize<'de> for CertificateName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::certificates::parse_name(&s)
+            .map(CertificateName)
+            .map_err(de::Error::custom)
+    }
+}
+
+fn certificate_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CertificateEntry>, D::Error> {
+    let raw = Vec::<RawCertificateEntry>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|e| {
+            let mut offsets = vec![e.cert.span().start, e.key.span().start];
+            offsets.extend(e.names.iter().map(|n| n.span().start));
+            CertificateEntry {
+                cert: e.cert.into_inner().0,
+                key: e.key.into_inner().0,
+                names: e.names.into_iter().map(|n| n.into_inner().0).collect(),
+                positions: EntryPositions {
+                    offsets,
+                    ..EntryPositions::default()
+                },
+            }
+        })
+        .collect())
+}
+
 fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     let s = String::deserialize(d)?;
     Ok((!s.trim().is_empty()).then(|| PathBuf::from(s)))
@@ -901,6 +1018,12 @@ impl fmt::Display for Config {
                 TlsVersion::Tls13 => "1.3",
             }
         )?;
+        for entry in &t.certificates {
+            writeln!(f, "\n[[tls.certificate]]")?;
+            writeln!(f, "cert = {}", toml_string(&entry.cert.display().to_string()))?;
+            writeln!(f, "key = {}", toml_string(&entry.key.display().to_string()))?;
+            writeln!(f, "names = {}", list(&entry.names))?;
+        }
         let u = &self.upstream;
         writeln!(f, "\n[upstream]")?;
         // With routes, an unwritten url is no fallback: printing it would make one.
@@ -1203,5 +1326,76 @@ rewrite_location = false
         assert_eq!(again.cookies.same_site, SameSite::Strict);
         assert_eq!(again.forwarded.trusted_proxies, c.forwarded.trusted_proxies);
         assert_eq!(again.to_string(), c.to_string());
+    }
+
+    #[test]
+    fn certificate_entries_parse_with_positions() {
+        let text = "[tls]\nmin_version = \"1.3\"\n\n[[tls.certificate]]\ncert = \"a.pem\"\nkey = \"a-key.pem\"\nnames = [\"A.Test.\", \"*.w.test\"]\n\n[[tls.certificate]]\ncert = \"b.pem\"\nkey = \"b-key.pem\"\n";
+        let c = parse(text).unwrap();
+        let [a, b] = &c.tls.certificates[..] else {
+            panic!("two entries expected: {:?}", c.tls.certificates)
+        };
+        assert_eq!(a.cert, PathBuf::from("a.pem"));
+        assert_eq!(a.names, ["a.test", "*.w.test"], "names are normalised");
+        assert_eq!(a.positions.cert, Some((5, 8)));
+        assert_eq!(a.positions.key, Some((6, 7)));
+        assert_eq!(a.positions.names, [Some((7, 10)), Some((7, 21))]);
+        assert!(b.names.is_empty());
+        assert_eq!(b.positions.cert, Some((10, 8)));
+        // Display prints them back as [[tls.certificate]] tables.
+        let shown = c.to_string();
+        let again = parse(&shown).unwrap();
+        assert_eq!(again.to_string(), shown);
+        assert_eq!(
+            format!("{again:?}"),
+            format!("{c:?}"),
+            "same settings, wherever written"
+        );
+        assert_eq!(again.tls.certificates.len(), 2);
+        // Without cert/key, an empty self_signed_hosts turns the development certificate off.
+        parse("[tls]\nself_signed_hosts = []\n[[tls.certificate]]\ncert = \"a\"\nkey = \"b\"\n").unwrap();
+    }
+
+    #[test]
+    fn bad_certificate_entries_name_the_key_and_position() {
+        let cases: &[(&str, &str, (usize, usize), &str)] = &[
+            (
+                "[[tls.certificate]]\ncert = \"a.pem\"\nkey = \"k\"\nnames = [\"ok.test\", \"bad name\"]\n",
+                "tls.certificate[0].names[1]",
+                // toml reports an element's own error at its array.
+                (4, 9),
+                "not a host name",
+            ),
+            (
+                "[[tls.certificate]]\ncert = \"\"\nkey = \"k\"\n",
+                "tls.certificate[0].cert",
+                (2, 8),
+                "is empty",
+            ),
+            (
+                "[tls]\ncertificate = [{cert = \"a\", key = \"b\", names = [\"10.0.0.1\"]}]\n",
+                "tls.certificate[0].names[0]",
+                (2, 48),
+                "IP address",
+            ),
+            (
+                "[[tls.certificate]]\ncert = \"a\"\nkey = \"b\"\nnames = [\"*.*.x\"]\n",
+                "tls.certificate[0].names[0]",
+                (4, 9),
+                "whole first label",
+            ),
+            (
+                "[[tls.certificate]]\ncert = \"a.pem\"\nkey = \"k\"\nnmes = []\n",
+                "tls.certificate[0].nmes",
+                (4, 1),
+                "did you mean `names`",
+            ),
+        ];
+        for (text, key, position, needle) in cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(*key), "{e}");
+            assert_eq!(e.position, Some(*position), "{e}");
+            assert!(e.message.contains(needle), "{e}");
+        }
     }
 }

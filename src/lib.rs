@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod certificates;
 pub mod cli;
 pub mod config;
 pub mod doctor;

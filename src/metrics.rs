@@ -12,6 +12,8 @@ type Labels = Vec<(&'static str, &'static str)>;
 
 /// Labels naming a configured server (`upstream`), bounded by the config.
 pub type ServerLabels = Vec<(&'static str, String)>;
+/// `name` of a served certificate: bounded by the configuration.
+type CertificateLabels = Vec<(&'static str, String)>;
 
 /// All of tlsfront's metrics.
 pub struct Metrics {
@@ -59,6 +61,8 @@ pub struct Metrics {
     pub server_failures: Family<ServerLabels, Counter>,
     /// 1 while a configured server takes requests (healthy, not ejected).
     pub server_up: Family<ServerLabels, Gauge>,
+    /// `notAfter` of each served certificate, by its first name.
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -116,6 +120,7 @@ impl Metrics {
             server_responses: Family::default(),
             server_failures: Family::default(),
             server_up: Family::default(),
+            certificate_expiry: Family::default(),
             registry,
         };
         let r = &mut m.registry;
@@ -178,7 +183,28 @@ impl Metrics {
             "1 while a configured server takes requests (healthy, not ejected)",
             m.server_up.clone(),
         );
+        r.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of each served certificate (Unix time), by its first name",
+            m.certificate_expiry.clone(),
+        );
         m
+    }
+
+    /// Replaces the certificate expiry gauges with those of the certificates
+    /// served now (a certificate dropped by a reload disappears). The first
+    /// certificate with a name wins, as in the SNI choice.
+    pub fn set_certificate_expiry(&self, certificates: &[(String, i64)]) {
+        self.certificate_expiry.clear();
+        let mut seen: Vec<&str> = Vec::with_capacity(certificates.len());
+        for (name, not_after) in certificates {
+            if !seen.contains(&name.as_str()) {
+                seen.push(name);
+                self.certificate_expiry
+                    .get_or_create(&vec![("name", name.clone())])
+                    .set(*not_after);
+            }
+        }
     }
 
     /// Counts one answered request by its status class.
@@ -217,7 +243,13 @@ mod tests {
         m.count_status(502);
         m.upstream_connect_errors.inc();
         m.count_limit("body");
+        m.set_certificate_expiry(&[("old.test".into(), 1)]);
+        m.set_certificate_expiry(&[("a.test".into(), 1_900_000_000), ("a.test".into(), 5)]);
         let text = m.encode();
+        assert!(
+            !text.contains("old.test"),
+            "a replaced certificate stays listed:\n{text}"
+        );
         for needle in [
             "tlsfront_requests_total{class=\"2xx\"} 1",
             "tlsfront_requests_total{class=\"5xx\"} 1",
@@ -231,6 +263,7 @@ mod tests {
             "tlsfront_config_reloads_total 0",
             "tlsfront_config_reload_failures_total 0",
             "tlsfront_limit_rejections_total{limit=\"body\"} 1",
+            "tlsfront_certificate_expiry_timestamp_seconds{name=\"a.test\"} 1900000000",
         ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");
         }

@@ -57,6 +57,8 @@ pub struct Loaded {
     pub seen: reload::Fingerprint,
     /// The development CA, when a development certificate is used.
     pub dev_ca: Option<PathBuf>,
+    /// (label, notAfter in Unix seconds) of every served certificate.
+    pub certificate_expiry: Vec<(String, i64)>,
 }
 
 /// Loads the configuration again, the way it was loaded at start (same
@@ -94,6 +96,8 @@ fn build_generation(
     tracker: &TaskTracker,
 ) -> Generation {
     let config = loaded.config;
+    // The expiry metric follows the certificates of the newest generation.
+    telemetry.metrics.set_certificate_expiry(&loaded.certificate_expiry);
     let limits = &config.limits;
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use crate::config::TlsVersion;
@@ -46,28 +47,49 @@ const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Builds the server configuration from a PEM chain and a PEM key.
 pub fn server_config(cert: &Path, key: &Path, min_version: TlsVersion) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = read_chain(cert)?;
-    let key_der = read_key(key)?;
+    let certified = certified_key(cert, key)?;
+    server_config_with_resolver(
+        Arc::new(rustls::sign::SingleCertAndKey::from(certified)),
+        min_version,
+        cert,
+    )
+}
+
+/// Builds the server configuration around a certificate resolver (one or
+/// several certificates chosen by SNI). `origin` names a file in errors.
+pub fn server_config_with_resolver(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    min_version: TlsVersion,
+    origin: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
     let mut config = ServerConfig::builder_with_protocol_versions(versions)
         .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            err(
-                key,
-                format!(
-                    "cannot be used with the certificate {} ({e}); expected the private key that belongs to the first certificate of the chain",
-                    cert.display()
-                ),
-            )
-        })?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     // Resumption by ticket as well as by the default in-memory session cache.
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| err(cert, format!("session tickets: {e}")))?;
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| err(origin, format!("session tickets: {e}")))?;
     Ok(Arc::new(config))
+}
+
+/// Reads a PEM chain and its key, and checks that the key belongs to the
+/// first certificate of the chain.
+pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = read_chain(cert)?;
+    let key_der = read_key(key)?;
+    CertifiedKey::from_der(chain, key_der, &rustls::crypto::ring::default_provider()).map_err(|e| {
+        err(
+            key,
+            format!(
+                "cannot be used with the certificate {} ({e}); expected the private key that belongs to the first certificate of the chain",
+                cert.display()
+            ),
+        )
+    })
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -127,21 +149,53 @@ impl DevCerts {
 /// overwritten: a certificate someone put there must not be replaced by a
 /// development one, so a broken pair is an error, not a reason to regenerate.
 pub fn ensure_dev_certs(dir: &Path, hosts: &[String], min_version: TlsVersion) -> Result<DevCerts, TlsError> {
-    let mut found = DevCerts::in_dir(dir);
+    let found = DevCerts::in_dir(dir);
+    ensure_leaf(dir, found, hosts, min_version)
+}
+
+/// The development certificate for one more host name (a route's host),
+/// `hosts/<name>.pem` and `hosts/<name>-key.pem` under `dir` (`*` written as
+/// `_`), signed by the same development CA as `cert.pem`. Reused when both
+/// files exist; a `*.example.com` name gets a wildcard SAN.
+pub fn ensure_dev_host_cert(dir: &Path, host: &str, min_version: TlsVersion) -> Result<DevCerts, TlsError> {
+    let file = host.replace('*', "_");
+    let hosts_dir = dir.join("hosts");
+    let found = DevCerts {
+        ca: dir.join("ca.pem"),
+        cert: hosts_dir.join(format!("{file}.pem")),
+        key: hosts_dir.join(format!("{file}-key.pem")),
+        ca_reused: false,
+        leaf_generated: false,
+    };
+    ensure_leaf(dir, found, &[host.to_string()], min_version)
+}
+
+fn ensure_leaf(
+    dir: &Path,
+    mut found: DevCerts,
+    hosts: &[String],
+    min_version: TlsVersion,
+) -> Result<DevCerts, TlsError> {
     match (found.cert.exists(), found.key.exists()) {
         (true, true) => {
             server_config(&found.cert, &found.key, min_version)?;
             found.ca_reused = found.ca.exists();
             Ok(found)
         }
-        (false, false) => generate_dev_certs(dir, hosts),
+        (false, false) => write_dev_leaf(dir, found, hosts),
         (true, false) => Err(err(
             &found.key,
-            "is missing while cert.pem exists; remove cert.pem to have both generated, or add the key",
+            format!(
+                "is missing while {} exists; remove it to have both generated, or add the key",
+                found.cert.display()
+            ),
         )),
         (false, true) => Err(err(
             &found.cert,
-            "is missing while key.pem exists; remove key.pem to have both generated, or add the certificate",
+            format!(
+                "is missing while {} exists; remove it to have both generated, or add the certificate",
+                found.key.display()
+            ),
         )),
     }
 }
@@ -149,49 +203,72 @@ pub fn ensure_dev_certs(dir: &Path, hosts: &[String], min_version: TlsVersion) -
 /// Writes a development CA (reused when `ca.pem` + `ca-key.pem` exist) and a
 /// leaf certificate for `hosts` signed by it. Key files get mode 0600.
 pub fn generate_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError> {
-    fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create the directory: {e}")))?;
-    let mut out = DevCerts::in_dir(dir);
-    let ca_key_path = dir.join("ca-key.pem");
+    write_dev_leaf(dir, DevCerts::in_dir(dir), hosts)
+}
 
-    let (ca_cert, ca_key) = if out.ca.exists() && ca_key_path.exists() {
+fn write_dev_leaf(dir: &Path, mut out: DevCerts, hosts: &[String]) -> Result<DevCerts, TlsError> {
+    fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create the directory: {e}")))?;
+    if let Some(parent) = out.cert.parent() {
+        fs::create_dir_all(parent).map_err(|e| err(parent, format!("cannot create the directory: {e}")))?;
+    }
+    let (ca_cert, ca_key, ca_reused) = dev_ca(dir, &out.ca)?;
+    out.ca_reused = ca_reused;
+    let (chain, key) = sign_dev_leaf(dir, hosts, &ca_cert, &ca_key)?;
+    write_file(&out.key, key.as_bytes(), true)?;
+    write_file(&out.cert, chain.as_bytes(), false)?;
+    out.leaf_generated = true;
+    Ok(out)
+}
+
+/// The development CA in `dir`: reused when `ca.pem` and `ca-key.pem` exist,
+/// else created. Returns it and whether it was reused.
+fn dev_ca(dir: &Path, ca_path: &Path) -> Result<(Certificate, KeyPair, bool), TlsError> {
+    let ca_key_path = dir.join("ca-key.pem");
+    if ca_path.exists() && ca_key_path.exists() {
         let key_pem =
             fs::read_to_string(&ca_key_path).map_err(|e| err(&ca_key_path, format!("cannot read the CA key: {e}")))?;
         let key =
             KeyPair::from_pem(&key_pem).map_err(|e| err(&ca_key_path, format!("is not a usable CA key ({e})")))?;
-        let cert_pem = fs::read_to_string(&out.ca).map_err(|e| err(&out.ca, format!("cannot read the CA: {e}")))?;
+        let cert_pem = fs::read_to_string(ca_path).map_err(|e| err(ca_path, format!("cannot read the CA: {e}")))?;
         let params = CertificateParams::from_ca_cert_pem(&cert_pem)
-            .map_err(|e| err(&out.ca, format!("is not a usable CA certificate ({e})")))?;
+            .map_err(|e| err(ca_path, format!("is not a usable CA certificate ({e})")))?;
         // Re-signing the parsed CA gives an issuer with the same name and key,
         // so the leaf chains to the ca.pem the user already trusts.
         let cert = params
             .self_signed(&key)
-            .map_err(|e| err(&out.ca, format!("does not match {} ({e})", ca_key_path.display())))?;
-        out.ca_reused = true;
-        (cert, key)
-    } else {
-        let key = KeyPair::generate().map_err(|e| err(dir, format!("cannot generate a key: {e}")))?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(dir, e.to_string()))?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "tlsfront development CA");
-        dn.push(DnType::OrganizationName, "tlsfront");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let (start, end) = validity(3650);
-        params.not_before = start;
-        params.not_after = end;
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| err(dir, format!("cannot sign the CA: {e}")))?;
-        write_file(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
-        write_file(&out.ca, cert.pem().as_bytes(), false)?;
-        (cert, key)
-    };
+            .map_err(|e| err(ca_path, format!("does not match {} ({e})", ca_key_path.display())))?;
+        return Ok((cert, key, true));
+    }
+    let key = KeyPair::generate().map_err(|e| err(dir, format!("cannot generate a key: {e}")))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(dir, e.to_string()))?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "tlsfront development CA");
+    dn.push(DnType::OrganizationName, "tlsfront");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let (start, end) = validity(3650);
+    params.not_before = start;
+    params.not_after = end;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| err(dir, format!("cannot sign the CA: {e}")))?;
+    write_file(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
+    write_file(ca_path, cert.pem().as_bytes(), false)?;
+    Ok((cert, key, false))
+}
 
+/// A leaf for `hosts` signed by the CA: (PEM chain leaf + CA, PEM key).
+fn sign_dev_leaf(
+    dir: &Path,
+    hosts: &[String],
+    ca_cert: &Certificate,
+    ca_key: &KeyPair,
+) -> Result<(String, String), TlsError> {
     let leaf_key = KeyPair::generate().map_err(|e| err(dir, format!("cannot generate a key: {e}")))?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(dir, e.to_string()))?;
     params.subject_alt_names = hosts
@@ -222,14 +299,11 @@ pub fn generate_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsE
     params.not_before = start;
     params.not_after = end;
     let leaf = params
-        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .signed_by(&leaf_key, ca_cert, ca_key)
         .map_err(|e| err(dir, format!("cannot sign the certificate: {e}")))?;
     let mut chain = leaf.pem();
     chain.push_str(&ca_cert.pem());
-    write_file(&out.key, leaf_key.serialize_pem().as_bytes(), true)?;
-    write_file(&out.cert, chain.as_bytes(), false)?;
-    out.leaf_generated = true;
-    Ok(out)
+    Ok((chain, leaf_key.serialize_pem()))
 }
 
 /// From yesterday (clock skew) to `days` from now.
@@ -337,5 +411,52 @@ mod tests {
         let certs = generate_dev_certs(dir.path(), &hosts()).unwrap();
         let e = server_config(&certs.cert, &junk, TlsVersion::Tls12).unwrap_err();
         assert!(e.message.contains("no private key"), "{e}");
+    }
+
+    /// Verifies `cert` for `name` against `ca` as a client would.
+    fn verify(ca: &Path, cert: &Path, name: &str) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        let chain = read_chain(cert).unwrap();
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        verifier
+            .verify_server_cert(&chain[0], &chain[1..], &name, &[], rustls::pki_types::UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn host_certificates_are_signed_by_the_same_ca_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = ensure_dev_certs(dir.path(), &hosts(), TlsVersion::Tls12).unwrap();
+        let ca_before = fs::read(&main.ca).unwrap();
+        let wild = ensure_dev_host_cert(dir.path(), "*.app.test", TlsVersion::Tls12).unwrap();
+        assert!(wild.leaf_generated && wild.ca_reused);
+        assert_eq!(wild.cert, dir.path().join("hosts/_.app.test.pem"));
+        verify(&main.ca, &wild.cert, "x.app.test").unwrap();
+        assert!(
+            verify(&main.ca, &wild.cert, "app.test").is_err(),
+            "a wildcard is one label deep"
+        );
+        let exact = ensure_dev_host_cert(dir.path(), "api.test", TlsVersion::Tls12).unwrap();
+        verify(&main.ca, &exact.cert, "api.test").unwrap();
+        assert!(verify(&main.ca, &exact.cert, "other.test").is_err());
+        // Reused, never rewritten; the CA never changes.
+        let leaf = fs::read(&wild.cert).unwrap();
+        let again = ensure_dev_host_cert(dir.path(), "*.app.test", TlsVersion::Tls12).unwrap();
+        assert!(!again.leaf_generated);
+        assert_eq!(fs::read(&again.cert).unwrap(), leaf);
+        assert_eq!(fs::read(&main.ca).unwrap(), ca_before);
+        // Without a CA yet, one is made first.
+        let fresh = tempfile::tempdir().unwrap();
+        let first = ensure_dev_host_cert(fresh.path(), "solo.test", TlsVersion::Tls12).unwrap();
+        assert!(!first.ca_reused);
+        verify(&first.ca, &first.cert, "solo.test").unwrap();
     }
 }
