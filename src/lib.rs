@@ -16,6 +16,7 @@ pub mod hints;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod server;
 pub mod telemetry;

@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::proxy_protocol::Rejection;
+
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// All of tlsfront's metrics.
@@ -48,6 +50,8 @@ pub struct Metrics {
     pub limit_rejections: Family<Labels, Counter>,
     /// Problems in the app's traffic that tlsfront noticed (see `hints`).
     pub hints: Family<Labels, Counter>,
+    /// Connections closed for a missing, bad or untrusted PROXY header, by reason.
+    proxy_protocol_rejections: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -101,6 +105,7 @@ impl Metrics {
             reload_failures: Counter::default(),
             limit_rejections: Family::default(),
             hints: Family::default(),
+            proxy_protocol_rejections: Family::default(),
             registry,
         };
         let r = &mut m.registry;
@@ -148,6 +153,18 @@ impl Metrics {
             "Problems noticed in the app's traffic, by kind",
             m.hints.clone(),
         );
+        r.register(
+            "proxy_protocol_rejected",
+            "Connections closed for a missing, invalid or untrusted PROXY protocol header, by reason",
+            m.proxy_protocol_rejections.clone(),
+        );
+        // Every reason shows (as 0) before the first rejection.
+        for reason in Rejection::ALL {
+            drop(
+                m.proxy_protocol_rejections
+                    .get_or_create(&vec![("reason", reason.label())]),
+            );
+        }
         m
     }
 
@@ -165,6 +182,13 @@ impl Metrics {
     /// Counts a refusal by a named limit.
     pub fn count_limit(&self, limit: &'static str) {
         self.limit_rejections.get_or_create(&vec![("limit", limit)]).inc();
+    }
+
+    /// Counts a connection closed by the PROXY protocol gate.
+    pub fn count_proxy_protocol_rejected(&self, reason: Rejection) {
+        self.proxy_protocol_rejections
+            .get_or_create(&vec![("reason", reason.label())])
+            .inc();
     }
 
     /// The Prometheus text exposition.
@@ -187,6 +211,7 @@ mod tests {
         m.count_status(502);
         m.upstream_connect_errors.inc();
         m.count_limit("body");
+        m.count_proxy_protocol_rejected(Rejection::UntrustedPeer);
         let text = m.encode();
         for needle in [
             "tlsfront_requests_total{class=\"2xx\"} 1",
@@ -201,6 +226,8 @@ mod tests {
             "tlsfront_config_reloads_total 0",
             "tlsfront_config_reload_failures_total 0",
             "tlsfront_limit_rejections_total{limit=\"body\"} 1",
+            "tlsfront_proxy_protocol_rejected_total{reason=\"untrusted_peer\"} 1",
+            "tlsfront_proxy_protocol_rejected_total{reason=\"timeout\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");
         }
