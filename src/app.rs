@@ -155,12 +155,7 @@ fn prepare_tls(config: &Config, source: &str, announce: bool) -> Result<Prepared
     let seen = watch
         .iter()
         .zip(reload::fingerprint(&watch))
-        .map(|(path, now)| {
-            configured
-                .iter()
-                .position(|c| c == path)
-                .map_or(now, |i| before[i])
-        })
+        .map(|(path, now)| configured.iter().position(|c| c == path).map_or(now, |i| before[i]))
         .collect();
     Ok(PreparedTls {
         tls,

@@ -87,6 +87,12 @@ pub struct Listen {
     pub http: Option<SocketAddr>,
     /// Port clients use for HTTPS; 0 = the https listener's port.
     pub https_public_port: u16,
+    /// Every connection (on both listeners) starts with a PROXY protocol
+    /// v1/v2 header from a peer in `forwarded.trusted_proxies`.
+    pub proxy_protocol: bool,
+    /// Time a peer has to send the whole PROXY protocol header.
+    #[serde(deserialize_with = "duration")]
+    pub proxy_protocol_timeout: Duration,
 }
 
 impl Listen {
@@ -439,6 +445,8 @@ impl Default for Listen {
             https: SocketAddr::from(([0, 0, 0, 0], 8443)),
             http: None,
             https_public_port: 0,
+            proxy_protocol: false,
+            proxy_protocol_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -656,6 +664,15 @@ impl Config {
                     format!("{http} is also the https listener; use another port, e.g. 8080"),
                 ));
             }
+        }
+        if self.listen.proxy_protocol && self.forwarded.trusted_proxies.is_empty() {
+            return Err(err(
+                "listen.proxy_protocol",
+                "is true but forwarded.trusted_proxies is empty, so every connection would be refused; list the load balancer's addresses there, e.g. [\"10.0.0.0/8\"]".into(),
+            ));
+        }
+        if self.listen.proxy_protocol_timeout.is_zero() {
+            return Err(err("listen.proxy_protocol_timeout", "must be greater than zero".into()));
         }
         for name in &self.cookies.http_only_except {
             if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == b'=' || b == b';' || b >= 0x7f) {
@@ -1000,6 +1017,8 @@ impl fmt::Display for Config {
         writeln!(f, "https = \"{}\"", l.https)?;
         writeln!(f, "http = \"{}\"", l.http.map(|a| a.to_string()).unwrap_or_default())?;
         writeln!(f, "https_public_port = {}", l.https_public_port)?;
+        writeln!(f, "proxy_protocol = {}", l.proxy_protocol)?;
+        writeln!(f, "proxy_protocol_timeout = \"{}\"", dur(l.proxy_protocol_timeout))?;
         let t = &self.tls;
         writeln!(f, "\n[tls]")?;
         writeln!(f, "cert = {}", toml_string(&path(&t.cert)))?;
@@ -1268,6 +1287,21 @@ rewrite_location = false
         }
         let e = parse("[cookies]\nsame_site = \"x`a`b\"\n").unwrap_err();
         assert!(e.message.contains("keep, lax, strict, none"), "{e}");
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_proxies() {
+        let e = parse("[listen]\nproxy_protocol = true\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("listen.proxy_protocol"));
+        assert!(e.message.contains("forwarded.trusted_proxies is empty"), "{e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+        let c = parse("[listen]\nproxy_protocol = true\nproxy_protocol_timeout = \"750ms\"\n[forwarded]\ntrusted_proxies = [\"10.0.0.0/8\"]\n")
+            .unwrap();
+        assert!(c.listen.proxy_protocol);
+        assert_eq!(c.listen.proxy_protocol_timeout, Duration::from_millis(750));
+        assert_eq!(parse(&c.to_string()).unwrap().to_string(), c.to_string());
+        let e = parse("[listen]\nproxy_protocol_timeout = \"0s\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("listen.proxy_protocol_timeout"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod hints;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod routes;
 pub mod server;

@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::proxy_protocol::Rejection;
+
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// Labels naming a configured server (`upstream`), bounded by the config.
@@ -63,6 +65,8 @@ pub struct Metrics {
     pub server_up: Family<ServerLabels, Gauge>,
     /// `notAfter` of each served certificate, by its first name.
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
+    /// Connections closed for a missing, bad or untrusted PROXY header, by reason.
+    proxy_protocol_rejections: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -121,6 +125,7 @@ impl Metrics {
             server_failures: Family::default(),
             server_up: Family::default(),
             certificate_expiry: Family::default(),
+            proxy_protocol_rejections: Family::default(),
             registry,
         };
         let r = &mut m.registry;
@@ -188,6 +193,18 @@ impl Metrics {
             "notAfter of each served certificate (Unix time), by its first name",
             m.certificate_expiry.clone(),
         );
+        r.register(
+            "proxy_protocol_rejected",
+            "Connections closed for a missing, invalid or untrusted PROXY protocol header, by reason",
+            m.proxy_protocol_rejections.clone(),
+        );
+        // Every reason shows (as 0) before the first rejection.
+        for reason in Rejection::ALL {
+            drop(
+                m.proxy_protocol_rejections
+                    .get_or_create(&vec![("reason", reason.label())]),
+            );
+        }
         m
     }
 
@@ -223,6 +240,13 @@ impl Metrics {
         self.limit_rejections.get_or_create(&vec![("limit", limit)]).inc();
     }
 
+    /// Counts a connection closed by the PROXY protocol gate.
+    pub fn count_proxy_protocol_rejected(&self, reason: Rejection) {
+        self.proxy_protocol_rejections
+            .get_or_create(&vec![("reason", reason.label())])
+            .inc();
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8192);
@@ -245,6 +269,7 @@ mod tests {
         m.count_limit("body");
         m.set_certificate_expiry(&[("old.test".into(), 1)]);
         m.set_certificate_expiry(&[("a.test".into(), 1_900_000_000), ("a.test".into(), 5)]);
+        m.count_proxy_protocol_rejected(Rejection::UntrustedPeer);
         let text = m.encode();
         assert!(
             !text.contains("old.test"),
@@ -264,6 +289,8 @@ mod tests {
             "tlsfront_config_reload_failures_total 0",
             "tlsfront_limit_rejections_total{limit=\"body\"} 1",
             "tlsfront_certificate_expiry_timestamp_seconds{name=\"a.test\"} 1900000000",
+            "tlsfront_proxy_protocol_rejected_total{reason=\"untrusted_peer\"} 1",
+            "tlsfront_proxy_protocol_rejected_total{reason=\"timeout\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");
         }

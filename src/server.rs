@@ -27,8 +27,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::hints::Hints;
+use crate::policy::forwarded::TrustedProxies;
 use crate::policy::redirects::split_host_port;
 use crate::proxy::{error_response, monotonic_millis, Connection, Proxy};
+use crate::proxy_protocol::{self, Parse, Rejection};
 use crate::telemetry::Telemetry;
 use crate::upstream::ProxyBody;
 use crate::{admin, reload};
@@ -74,6 +76,8 @@ pub struct Generation {
     pub proxy: Proxy,
     acceptor: TlsAcceptor,
     http: auto::Builder<TokioExecutor>,
+    /// `listen.proxy_protocol`: set when every connection must start with a header.
+    proxy_protocol: Option<ProxyHeaderGate>,
     /// Files watched for changes.
     pub watch: Vec<PathBuf>,
 }
@@ -117,6 +121,10 @@ fn build_generation(
         proxy: Proxy::new(&config, telemetry.clone(), hints.clone(), tracker.clone()),
         acceptor: TlsAcceptor::from(loaded.tls),
         http,
+        proxy_protocol: config.listen.proxy_protocol.then(|| ProxyHeaderGate {
+            trusted: TrustedProxies::new(config.forwarded.trusted_proxies.clone()),
+            timeout: config.listen.proxy_protocol_timeout,
+        }),
         watch: loaded.watch,
         config,
     }
@@ -239,7 +247,7 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
             public_port,
             header_read_timeout: config.limits.header_read_timeout,
         };
-        tracker.spawn(accept_plain(listener, redirect, shutdown_rx.clone(), tracker.clone()));
+        tracker.spawn(accept_plain(listener, redirect, server.clone(), shutdown_rx.clone()));
     }
     if let Some(listener) = admin_listener {
         let addr = listener.local_addr().map_err(|e| ServerError(e.to_string()))?;
@@ -361,12 +369,25 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
-async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_tls(
+    mut stream: TcpStream,
+    mut conn: Connection,
+    server: Arc<Server>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let generation = server.current();
     let limits = generation.config.limits.clone();
     server.telemetry.metrics.open_connections.inc();
     let _open = OpenConnection(&server.telemetry);
     let _ = stream.set_nodelay(true);
+
+    // Behind an L4 balancer the client is whom the PROXY header names.
+    if let Some(gate) = &generation.proxy_protocol {
+        match gate.admit(&mut stream, conn.peer, &server.telemetry).await {
+            Some(client) => conn = Connection::new(client, conn.local),
+            None => return,
+        }
+    }
 
     // A TLS connection starts with a handshake record (0x16); anything else is
     // most likely plain HTTP sent to the https port, which deserves an answer.
@@ -473,6 +494,73 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
     }
 }
 
+/// `listen.proxy_protocol`: who may send the PROXY header, and how long
+/// they have; from the generation, so a reload applies to new connections.
+struct ProxyHeaderGate {
+    trusted: TrustedProxies,
+    timeout: Duration,
+}
+
+impl ProxyHeaderGate {
+    /// Takes the header off a new connection: the client address to use
+    /// from now on (the header's, or `peer` for LOCAL/UNKNOWN), or `None`
+    /// when the connection is to be closed without a response (counted).
+    async fn admit(&self, stream: &mut TcpStream, peer: SocketAddr, telemetry: &Telemetry) -> Option<SocketAddr> {
+        let taken = if self.trusted.contains(peer.ip()) {
+            match tokio::time::timeout(self.timeout, read_proxy_header(stream)).await {
+                Ok(taken) => taken,
+                Err(_) => Err(Rejection::Timeout),
+            }
+        } else {
+            Err(Rejection::UntrustedPeer)
+        };
+        match taken {
+            Ok(header) => Some(header.source().unwrap_or(peer)),
+            Err(reason) => {
+                telemetry.metrics.count_proxy_protocol_rejected(reason);
+                tracing::debug!(%peer, "closing connection: PROXY protocol header {}", reason.label());
+                None
+            }
+        }
+    }
+}
+
+/// Reads exactly the PROXY header and not one byte more, so the TLS
+/// ClientHello (or plain HTTP) behind it stays in the socket. Peeks, then
+/// consumes only bytes the parser has placed inside the header: when it
+/// needs more, every byte seen so far is header, and when it is complete,
+/// `consumed` says where the header ends.
+async fn read_proxy_header(stream: &mut TcpStream) -> Result<proxy_protocol::Header, Rejection> {
+    let mut buf = vec![0u8; proxy_protocol::V1_MAX_LEN];
+    let mut have = 0;
+    loop {
+        let peeked = match stream.peek(&mut buf[have..]).await {
+            Ok(0) | Err(_) => return Err(Rejection::Closed),
+            Ok(n) => n,
+        };
+        match proxy_protocol::parse(&buf[..have + peeked])? {
+            Parse::Complete { header, consumed } => {
+                stream
+                    .read_exact(&mut buf[have..consumed])
+                    .await
+                    .map_err(|_| Rejection::Closed)?;
+                return Ok(header);
+            }
+            Parse::Incomplete { at_least } => {
+                stream
+                    .read_exact(&mut buf[have..have + peeked])
+                    .await
+                    .map_err(|_| Rejection::Closed)?;
+                have += peeked;
+                // A v2 header longer than the first window (TLVs): make room.
+                if at_least > buf.len() {
+                    buf.resize(at_least.min(proxy_protocol::V2_MAX_LEN), 0);
+                }
+            }
+        }
+    }
+}
+
 /// Plain HTTP on the TLS port: say so, in plain HTTP, then close.
 async fn answer_plain_http_on_tls_port(mut stream: TcpStream, local: SocketAddr) {
     let mut buf = vec![0u8; 8192];
@@ -543,16 +631,24 @@ impl RedirectToHttps {
 async fn accept_plain(
     listener: TcpListener,
     redirect: RedirectToHttps,
+    server: Arc<Server>,
     mut shutdown: watch::Receiver<bool>,
-    tracker: TaskTracker,
 ) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((mut stream, peer)) => {
                     let mut shutdown = shutdown.clone();
-                    tracker.spawn(async move {
+                    let server = server.clone();
+                    server.tracker.clone().spawn(async move {
+                        // The balancer sends the header on every port it forwards;
+                        // the address is not used here (a redirect logs nothing).
+                        if let Some(gate) = &server.current().proxy_protocol {
+                            if gate.admit(&mut stream, peer, &server.telemetry).await.is_none() {
+                                return;
+                            }
+                        }
                         let service = service_fn(move |req: Request<Incoming>| async move {
                             Ok::<_, Infallible>(redirect.respond(&req))
                         });
