@@ -1209,5 +1209,53 @@ rewrite_location = false
         assert_eq!(again.cookies.same_site, SameSite::Strict);
         assert_eq!(again.forwarded.trusted_proxies, c.forwarded.trusted_proxies);
         assert_eq!(again.to_string(), c.to_string());
+
+        // Routes with HTTP/2 and TLS servers, and their ca and server_name.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("upstream ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        let text = format!(
+            "[[route]]\nhost = \"api.example\"\nurl = \"h2c://127.0.0.1:50051\"\n\
+             [[route]]\nhost = \"app.example\"\nservers = [\"https://10.0.0.5\", \"https://[::1]:8443\"]\n\
+             ca = {}\nserver_name = \"app.internal\"\n",
+            toml_string(&ca.display().to_string())
+        );
+        let c = parse(&text).unwrap();
+        let shown = c.to_string();
+        for line in [
+            "url = \"h2c://127.0.0.1:50051\"",
+            "servers = [\"https://10.0.0.5:443\", \"https://[::1]:8443\"]",
+            "server_name = \"app.internal\"",
+        ] {
+            assert!(shown.contains(line), "{line} missing from:\n{shown}");
+        }
+        assert!(shown.contains(&format!("ca = {}", toml_string(&ca.display().to_string()))));
+        let again = parse(&shown).unwrap();
+        assert_eq!(again.to_string(), shown);
+        assert_eq!(again.routes[1].ca.as_ref().map(|c| c.roots.len()), Some(1));
+    }
+
+    #[test]
+    fn server_url_schemes() {
+        for (url, shown) in [
+            ("http://a:1", "http://a:1"),
+            ("h2c://a", "h2c://a:80"),
+            ("https://a", "https://a:443"),
+            ("https://127.0.0.1:8443/", "https://127.0.0.1:8443"),
+            ("unix:/run/app.sock", "unix:/run/app.sock"),
+        ] {
+            assert_eq!(ServerUrl::parse(url).unwrap().to_string(), shown, "{url}");
+        }
+        assert!(matches!(ServerUrl::parse("h2c://a:1"), Ok(ServerUrl::H2c(_))));
+        assert!(matches!(ServerUrl::parse("https://a:1"), Ok(ServerUrl::Https(_))));
+        for bad in ["ftp://a", "https://a/x", "h2c://", "https://u@a"] {
+            assert!(ServerUrl::parse(bad).is_err(), "{bad}");
+        }
+        // [upstream] url stays http:// only, and says where the others go.
+        let e = UpstreamUrl::parse("h2c://a:1").unwrap_err();
+        assert!(e.contains("[[route]]"), "{e}");
     }
 }

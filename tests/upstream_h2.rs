@@ -61,6 +61,33 @@ async fn describe(req: Request<Incoming>) -> Result<Response<TestBody>, Infallib
     Ok(Response::new(body))
 }
 
+/// [`describe`], and a 101 to `upgrade: echo` requests followed by an echo
+/// of the first bytes on the upgraded connection.
+async fn describe_or_upgrade(mut req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+    if !req.headers().contains_key("upgrade") {
+        return describe(req).await;
+    }
+    let version = format!("{:?}", req.version());
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if let Ok(upgraded) = upgrade.await {
+            let mut io = TokioIo::new(upgraded);
+            let mut buf = [0u8; 64];
+            if let Ok(n) = io.read(&mut buf).await {
+                let _ = io.write_all(&buf[..n]).await;
+            }
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .header("x-upstream-version", version)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap())
+}
+
 /// A counting HTTP/2-only (prior knowledge) server; `goaway` makes every
 /// open connection send GOAWAY and close once idle.
 struct H2cServer {
@@ -143,7 +170,7 @@ async fn tls_server(pki: &TestPki, alpn: &[&[u8]]) -> SocketAddr {
                     return;
                 };
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service_fn(describe))
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service_fn(describe_or_upgrade))
                     .await;
             });
         }
@@ -323,6 +350,40 @@ async fn https_upstream_verified_with_route_ca_and_server_name_uses_alpn() {
     assert_eq!(parts.status, StatusCode::OK, "{body}");
     assert_eq!(field(&body, "version"), "HTTP/1.1", "ALPN chose http/1.1: {body}");
     assert_eq!(field(&body, "host"), format!("localhost:{}", proxy.port), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_to_https_server_that_speaks_h2_goes_over_http1() {
+    use tokio::io::AsyncWriteExt;
+    let pki = test_pki("upstream test CA", &["upstream.test"]);
+    let server = tls_server(&pki, &[b"h2", b"http/1.1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write_ca(dir.path(), "ca.pem", &pki.ca_pem);
+    let proxy = start(&format!(
+        "[[route]]\nurl = \"https://{server}\"\nca = \"{ca}\"\nserver_name = \"upstream.test\"\n"
+    ));
+    // First a plain request: the server is now known to pick h2.
+    let mut client = Client::connect(&proxy, true).await;
+    let (_, body) = client
+        .text(common::get(&proxy, "/", true).body(Full::new(Bytes::new())).unwrap())
+        .await;
+    assert_eq!(field(&body, "version"), "HTTP/2.0", "{body}");
+    // The upgrade still works: it gets its own HTTP/1.1 connection.
+    let mut tls = common::tls_stream(&proxy, &[b"http/1.1"]).await;
+    let head = format!(
+        "GET /echo HTTP/1.1\r\nHost: localhost:{}\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+        proxy.port
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let answer = String::from_utf8_lossy(&common::read_until(&mut tls, b"\r\n\r\n").await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-upstream-version: http/1.1"),
+        "{answer}"
+    );
+    tls.write_all(b"ping").await.unwrap();
+    let echoed = common::read_until(&mut tls, b"ping").await;
+    assert!(echoed.ends_with(b"ping"), "{:?}", String::from_utf8_lossy(&echoed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
