@@ -12,6 +12,9 @@ bash scripts/python-env.sh
 echo "== Chromium for the real-browser tests (Debian package)"
 command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null)
 
+echo "== openssl s_client for the TLS version tests (Debian package)"
+command -v openssl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null)
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

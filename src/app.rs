@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::cli::{CertArgs, CheckArgs, Cli, Command, DoctorArgs, HealthArgs, RunArgs};
 use crate::config::{self, Config, ConfigError, LogFormat, LogLevel, Source, UpstreamUrl};
+use crate::reload::{self, Fingerprint};
 use crate::server::{self, Loaded, Loader, ServerError};
 use crate::tls::{self, TlsError};
 
@@ -102,21 +103,23 @@ fn run(args: RunArgs) -> Result<(), AppError> {
     let (config, source) = effective_config(&args)?;
     init_logging(config.log.level, config.log.format);
     tracing::info!("configuration: {source}");
-    let (tls, watch, dev_ca) = prepare_tls(&config, true)?;
+    let (tls, watch, seen, dev_ca) = prepare_tls(&config, true)?;
     let initial = Loaded {
         config,
         tls,
         watch,
+        seen,
         dev_ca,
     };
     // A reload repeats exactly this: same file, same command-line overrides.
     let loader: Loader = Box::new(move || {
         let (config, _) = effective_config(&args).map_err(|e| e.to_string())?;
-        let (tls, watch, dev_ca) = prepare_tls(&config, false).map_err(|e| e.to_string())?;
+        let (tls, watch, seen, dev_ca) = prepare_tls(&config, false).map_err(|e| e.to_string())?;
         Ok(Loaded {
             config,
             tls,
             watch,
+            seen,
             dev_ca,
         })
     });
@@ -136,16 +139,18 @@ fn run(args: RunArgs) -> Result<(), AppError> {
 }
 
 /// Loads the configured certificate, or reuses / generates the development
-/// one. Returns the TLS config, the files to watch for changes and the
-/// development CA (if one is used).
+/// one. Returns the TLS config, the files to watch for changes, how they
+/// were just before being read, and the development CA (if one is used).
 fn prepare_tls(config: &Config, announce: bool) -> Result<PreparedTls, TlsError> {
     match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => {
+            let watch = vec![cert.clone(), key.clone()];
+            let seen = reload::fingerprint(&watch);
             let tls = tls::server_config(cert, key, config.tls.min_version)?;
             if announce {
                 tracing::info!("certificate: {} (key {})", cert.display(), key.display());
             }
-            Ok((tls, vec![cert.clone(), key.clone()], None))
+            Ok((tls, watch, seen, None))
         }
         _ => {
             let dev = tls::ensure_dev_certs(
@@ -153,6 +158,8 @@ fn prepare_tls(config: &Config, announce: bool) -> Result<PreparedTls, TlsError>
                 &config.tls.self_signed_hosts,
                 config.tls.min_version,
             )?;
+            let watch = vec![dev.cert.clone(), dev.key.clone()];
+            let seen = reload::fingerprint(&watch);
             let tls = tls::server_config(&dev.cert, &dev.key, config.tls.min_version)?;
             let dev_ca = dev.ca.exists().then(|| dev.ca.clone());
             if announce || dev.leaf_generated {
@@ -164,12 +171,12 @@ fn prepare_tls(config: &Config, announce: bool) -> Result<PreparedTls, TlsError>
                     dev.ca.display(),
                 );
             }
-            Ok((tls, vec![dev.cert, dev.key], dev_ca))
+            Ok((tls, watch, seen, dev_ca))
         }
     }
 }
 
-type PreparedTls = (Arc<rustls::ServerConfig>, Vec<PathBuf>, Option<PathBuf>);
+type PreparedTls = (Arc<rustls::ServerConfig>, Vec<PathBuf>, Fingerprint, Option<PathBuf>);
 
 fn check(args: CheckArgs) -> Result<(), AppError> {
     let run_args = RunArgs {
@@ -186,6 +193,15 @@ fn check(args: CheckArgs) -> Result<(), AppError> {
             "# no tls.cert/tls.key: a development certificate is generated into (or reused from) {}",
             config.tls.self_signed_dir.display()
         );
+    }
+    if !config.routes.is_empty() {
+        println!("# routes, in the order they are matched (the first that matches takes the request):");
+        for (i, line) in crate::routes::describe(&config).iter().enumerate() {
+            println!("#   {}. {line}", i + 1);
+        }
+        if !config.upstream_given {
+            println!("#   a request no route takes: 421 if no route serves its host, else 404");
+        }
     }
     println!("{config}");
     Ok(())

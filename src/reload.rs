@@ -16,36 +16,35 @@ const POLL: Duration = Duration::from_secs(1);
 /// Lets a writer finish replacing both files before they are read.
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// The SIGHUP stream, installed before the server announces itself, so a
-/// signal sent right after "listening" is never the default (fatal) action.
-#[cfg(unix)]
-pub type Hangup = Option<tokio::signal::unix::Signal>;
-/// No SIGHUP off Unix.
-#[cfg(not(unix))]
-pub type Hangup = Option<()>;
-
-/// Installs the SIGHUP handler now.
-pub fn hangup_signal() -> Hangup {
+/// Watches for SIGHUP and certificate changes until the process ends.
+/// `seen` is how the watched files were just before the running
+/// configuration read them. The SIGHUP handler is registered when this is
+/// called, not when the future is first polled, so a SIGHUP right after
+/// start reloads instead of ending the process.
+pub fn watch(server: Arc<Server>, loader: Loader, seen: Fingerprint) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGHUP, reload on signal is off: {e}");
-                None
-            }
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP, reload on signal is off: {e}");
+            None
         }
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
+    };
+    watch_with(
+        server,
+        loader,
+        seen,
+        #[cfg(unix)]
+        hangup,
+    )
 }
 
-/// Watches for SIGHUP and certificate changes until the process ends.
-#[allow(unused_mut)]
-pub async fn watch(server: Arc<Server>, loader: Loader, mut hangup: Hangup) {
-    let mut seen = fingerprint(&server.current().watch);
+async fn watch_with(
+    server: Arc<Server>,
+    loader: Loader,
+    mut seen: Fingerprint,
+    #[cfg(unix)] mut hangup: Option<tokio::signal::unix::Signal>,
+) {
     let mut tick = tokio::time::interval(POLL);
     loop {
         #[cfg(unix)]
@@ -59,26 +58,40 @@ pub async fn watch(server: Arc<Server>, loader: Loader, mut hangup: Hangup) {
         let signalled = std::future::pending::<Option<()>>();
         tokio::select! {
             _ = signalled => {
-                server.reload(&loader, "SIGHUP");
-                seen = fingerprint(&server.current().watch);
+                seen = reload(&server, &loader, "SIGHUP");
             }
             _ = tick.tick() => {
                 let now = fingerprint(&server.current().watch);
                 if now != seen {
                     tokio::time::sleep(SETTLE).await;
-                    server.reload(&loader, "certificate or key file changed");
                     // Success or not, wait for the next change before trying again.
-                    seen = fingerprint(&server.current().watch);
+                    seen = reload(&server, &loader, "certificate or key file changed");
                 }
             }
         }
     }
 }
 
-type Fingerprint = Vec<Option<(SystemTime, u64, u64)>>;
+/// Reloads, and returns the watched files' fingerprint taken before they
+/// were read, so that a change made while they were read is still seen as a
+/// change (unless the reload changed which files are watched).
+fn reload(server: &Server, loader: &Loader, why: &str) -> Fingerprint {
+    let paths = server.current().watch.clone();
+    let before = fingerprint(&paths);
+    server.reload(loader, why);
+    let now = server.current();
+    if now.watch == paths {
+        before
+    } else {
+        fingerprint(&now.watch)
+    }
+}
+
+/// Modification time, size and inode of each watched file (None: unreadable).
+pub type Fingerprint = Vec<Option<(SystemTime, u64, u64)>>;
 
 /// Modification time, size and inode of each file (following symlinks).
-fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
+pub fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     paths
         .iter()
         .map(|p| {

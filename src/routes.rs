@@ -49,7 +49,7 @@ impl RoutePolicy {
 
 /// One route, ready to serve.
 pub struct Route {
-    /// `route 2 (app.example.com/admin)` or `[upstream]`, for logs and `/readyz`.
+    /// `route[1] (app.example.com/admin)` or `[upstream]`, for logs and `/readyz`.
     pub name: String,
     /// Host pattern; none = any host.
     pub host: Option<HostPattern>,
@@ -154,7 +154,7 @@ impl RouteTable {
                         Arc::new(UpstreamTls::new(roots, r.server_name.clone()))
                     });
                 Arc::new(Route {
-                    name: format!("route {} ({})", i + 1, r.describe()),
+                    name: format!("route[{i}] ({})", r.describe()),
                     host: r.host.clone(),
                     path: r.path.clone(),
                     strip_prefix: r
@@ -257,13 +257,7 @@ pub fn describe(config: &Config) -> Vec<String> {
         .all()
         .map(|r| {
             let servers: Vec<&str> = r.upstream.servers().iter().map(|s| s.label.as_str()).collect();
-            let mut line = format!(
-                "{} {}{} -> {}",
-                r.name,
-                r.host.as_ref().map_or_else(|| "*".to_string(), |h| h.to_string()),
-                r.path.as_ref().map_or("/", |p| p.as_str()),
-                servers.join(", ")
-            );
+            let mut line = format!("{} -> {}", r.name, servers.join(", "));
             if let Some(p) = &r.strip_prefix {
                 line.push_str(&format!(" (strip_prefix {p})"));
             }
@@ -313,17 +307,17 @@ url = "http://127.0.0.1:5"
 "#,
         );
         let cases = [
-            ("app.example.com", "/", "route 2"),
-            ("app.example.com", "/admin", "route 3"),
-            ("app.example.com", "/admin/x", "route 3"),
-            ("app.example.com", "/administrator", "route 2"),
-            ("app.example.com", "/static/x", "route 2"),
-            ("www.example.com", "/x", "route 1"),
-            ("a.b.example.com", "/static/x", "route 4"),
+            ("app.example.com", "/", "route[1]"),
+            ("app.example.com", "/admin", "route[2]"),
+            ("app.example.com", "/admin/x", "route[2]"),
+            ("app.example.com", "/administrator", "route[1]"),
+            ("app.example.com", "/static/x", "route[1]"),
+            ("www.example.com", "/x", "route[0]"),
+            ("a.b.example.com", "/static/x", "route[3]"),
             ("a.b.example.com", "/x", "404"),
-            ("example.com", "/static/app.js", "route 4"),
+            ("example.com", "/static/app.js", "route[3]"),
             ("example.com", "/", "404"),
-            ("api.example.org", "/v1/users", "route 5"),
+            ("api.example.org", "/v1/users", "route[4]"),
             ("api.example.org", "/v2", "404"),
         ];
         for (host, path, want) in cases {
@@ -348,6 +342,6 @@ url = "http://127.0.0.1:5"
         assert_eq!(normalise_host("[::1]:8443"), "[::1]");
         assert_eq!(normalise_host("bücher.example"), "xn--bcher-kva.example");
         let t = table("[[route]]\nhost = \"Bücher.Example.\"\nurl = \"http://127.0.0.1:1\"\n");
-        assert!(name(t.select(&normalise_host("xn--bcher-kva.example:443"), "/")).starts_with("route 1"));
+        assert!(name(t.select(&normalise_host("xn--bcher-kva.example:443"), "/")).starts_with("route[0]"));
     }
 }

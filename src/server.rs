@@ -53,6 +53,8 @@ pub struct Loaded {
     pub tls: Arc<ServerConfig>,
     /// Files whose change triggers a reload (certificate and key).
     pub watch: Vec<PathBuf>,
+    /// How those files were just before they were read.
+    pub seen: reload::Fingerprint,
     /// The development CA, when a development certificate is used.
     pub dev_ca: Option<PathBuf>,
 }
@@ -103,7 +105,10 @@ fn build_generation(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(limits.max_pending_reset_streams)
-        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX));
+        // Twice the limit, so that tlsfront's own check (which counts the 431 in
+        // limit_rejections and the access log) sees ordinary oversized heads;
+        // h2 itself refuses larger ones, uncounted, as the memory bound.
+        .max_header_list_size(u32::try_from(limits.max_request_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX));
     Generation {
         proxy: Proxy::new(&config, telemetry.clone(), hints.clone(), tracker.clone()),
         acceptor: TlsAcceptor::from(loaded.tls),
@@ -132,10 +137,8 @@ impl Server {
                 let new = self.generation(loaded);
                 let (n, o) = (&new.config, &old.config);
                 let restart_only = [
-                    (
-                        "listen addresses",
-                        n.listen.https != o.listen.https || n.listen.http != o.listen.http,
-                    ),
+                    ("listen.https", n.listen.https != o.listen.https),
+                    ("listen.http", n.listen.http != o.listen.http),
                     ("admin.listen", n.admin.listen != o.admin.listen),
                     (
                         "limits.max_connections",
@@ -172,12 +175,9 @@ impl Server {
 /// certificate changes, then drains in-flight work for up to
 /// `limits.shutdown_timeout`.
 pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
-    // Signal handlers first: a signal sent as soon as we say "listening"
-    // must find them installed, not the default action (which kills).
-    let hangup = reload::hangup_signal();
-    let shutdown_signal = shutdown_signals();
     let config = initial.config.clone();
     let dev_ca = initial.dev_ca.clone();
+    let seen = initial.seen.clone();
     let https = bind(config.listen.https, "listen.https").await?;
     let https_addr = https.local_addr().map_err(|e| ServerError(e.to_string()))?;
     let http = match config.listen.http {
@@ -202,10 +202,24 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
         shutting_down: AtomicBool::new(false),
     });
 
-    tracing::info!(
-        "listening on https://{https_addr} (HTTP/1.1 and HTTP/2), forwarding to {}",
-        config.upstream.url
-    );
+    // Signal handlers before the "listening" line: a signal sent as soon as
+    // tlsfront says it is up must not meet the default action (exit).
+    let stop = shutdown_signal();
+    let reloader = reload::watch(server.clone(), loader, seen);
+    let destination = if config.routes.is_empty() {
+        format!("forwarding to {}", config.upstream.url)
+    } else {
+        format!(
+            "{} route(s){}",
+            config.routes.len(),
+            if config.upstream_given {
+                format!(", fallback {}", config.upstream.url)
+            } else {
+                String::new()
+            }
+        )
+    };
+    tracing::info!("listening on https://{https_addr} (HTTP/1.1 and HTTP/2), {destination}");
     let public_port = config.listen.public_port(https_addr.port());
     if let Some(ca) = dev_ca {
         tracing::info!(
@@ -230,9 +244,9 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
     }
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
     tracker.spawn(accept_tls(https, https_addr, server.clone(), connections, shutdown_rx));
-    tokio::spawn(reload::watch(server.clone(), loader, hangup));
+    tokio::spawn(reloader);
 
-    shutdown_signal.await;
+    stop.await;
     server.shutting_down.store(true, Ordering::Relaxed);
     let grace = server.current().config.limits.shutdown_timeout;
     tracing::info!(
@@ -271,8 +285,8 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
-/// Installs the SIGTERM/SIGINT handlers now; the future resolves on either.
-fn shutdown_signals() -> impl std::future::Future<Output = ()> {
+/// Registers the SIGTERM/SIGINT handlers now; the future ends at the first signal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -412,6 +426,10 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
         tokio::select! {
             res = connection.as_mut() => {
                 if let Err(e) = res {
+                    // hyper answered 431 itself: the head outgrew its read buffer.
+                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
+                        server.telemetry.metrics.count_limit("header_bytes");
+                    }
                     tracing::debug!("connection ended with an error: {e}");
                 }
                 return;

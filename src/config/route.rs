@@ -130,13 +130,11 @@ impl Route {
 
     /// A short description for messages: `app.example.com/admin`.
     pub fn describe(&self) -> String {
-        format!(
-            "{}{}",
-            self.host
-                .as_ref()
-                .map_or_else(|| "*any host*".to_string(), |h| h.to_string()),
-            self.path.as_ref().map_or("/", |p| p.as_str())
-        )
+        let path = self.path.as_ref().map_or("/", |p| p.as_str());
+        match &self.host {
+            Some(h) => format!("{h}{path}"),
+            None => format!("any host, {path}"),
+        }
     }
 }
 
@@ -738,14 +736,14 @@ fn section(f: &mut fmt::Formatter<'_>, name: &str, lines: &[String]) -> fmt::Res
 /// Returns the key (e.g. `route[2].path`) and the message.
 pub fn validate(routes: &[Route], fallback: bool) -> Result<(), (String, String)> {
     for (i, r) in routes.iter().enumerate() {
-        let key = |k: &str| format!("route[{}].{k}", i + 1);
+        // 0-based, as serde names the keys of unknown or mistyped values.
+        let key = |k: &str| format!("route[{i}].{k}");
         let servers = r.all_servers();
         if servers.is_empty() {
             return Err((
                 key("url"),
                 format!(
-                    "route {} ({}) has no server; give url = \"http://127.0.0.1:8000\" or servers = [...]",
-                    i + 1,
+                    "route[{i}] ({}) has no server; give url = \"http://127.0.0.1:8000\" or servers = [...]",
                     r.describe()
                 ),
             ));
@@ -759,8 +757,7 @@ pub fn validate(routes: &[Route], fallback: bool) -> Result<(), (String, String)
             return Err((
                 key(if r.ca.is_some() { "ca" } else { "server_name" }),
                 format!(
-                    "ca and server_name apply to https:// servers, and route {} ({}) has none",
-                    i + 1,
+                    "ca and server_name apply to https:// servers, and route[{i}] ({}) has none",
                     r.describe()
                 ),
             ));
@@ -810,9 +807,7 @@ pub fn validate(routes: &[Route], fallback: bool) -> Result<(), (String, String)
                 return Err((
                     key("path"),
                     format!(
-                        "route {} takes the same requests as route {} ({}): it could never match; merge them or change host/path",
-                        i + 1,
-                        j + 1,
+                        "route[{i}] takes the same requests as route[{j}] ({}): it could never match; merge them or change host/path",
                         r.describe()
                     ),
                 ));
@@ -822,8 +817,7 @@ pub fn validate(routes: &[Route], fallback: bool) -> Result<(), (String, String)
             return Err((
                 key("path"),
                 format!(
-                    "route {} takes every request, so the [upstream] fallback could never match; remove one of them",
-                    i + 1
+                    "route[{i}] takes every request, so the [upstream] fallback could never match; remove one of them"
                 ),
             ));
         }

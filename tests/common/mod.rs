@@ -40,16 +40,19 @@ impl Proxy {
 
     /// Starts the binary with a config file and extra arguments.
     pub fn start_with_args(config_toml: &str, extra: &[&str]) -> Proxy {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::start_without_listen_flag(config_toml, &args)
+    }
+
+    /// Starts `tlsfront run -c <config> <extra>...` with no `--listen`
+    /// override, so `listen.https` comes from the file (which must bind
+    /// 127.0.0.1, for the port to be found in the log).
+    pub fn start_without_listen_flag(config_toml: &str, extra: &[&str]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("tlsfront.toml");
         std::fs::write(&config, config_toml).unwrap();
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "-c".into(),
-            config.display().to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-        ];
+        let mut args: Vec<String> = vec!["run".into(), "-c".into(), config.display().to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_tlsfront"))
             .args(&args)
@@ -135,6 +138,38 @@ impl Proxy {
                 "{needle:?} not logged within {within:?}; log:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) until `needle` was logged at least `times` times; returns the log.
+    pub fn wait_for_log_count(&self, needle: &str, times: usize, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= times {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not logged {times} times within {within:?}; log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) for the process to exit by itself; its exit status.
+    pub fn wait_for_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tlsfront still running after {within:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -198,6 +198,7 @@ async fn handle(req: Request<Incoming>, own: SocketAddr, gate: Arc<Notify>) -> R
             }
             let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
             out.push_str(&format!("x-echo-body-bytes: {body}\n"));
+            out.push_str(&format!("x-echo-upstream: {own}\n"));
             text(StatusCode::OK, out)
         }
     };
