@@ -110,9 +110,13 @@ def test_unary_call_gets_reply_status_and_trailers(channel, grpc_setup: GrpcSetu
     assert reply == b"echo:hello proto=https"
     assert info.code() == grpc.StatusCode.OK
     assert ("x-trailer", "unary-done") in tuple(info.trailing_metadata())
-    # The access log shows the call went through tlsfront over HTTP/2.
-    log = read_log(grpc_setup.proxy_log)
-    assert "POST /demo.Echo/Unary HTTP/2.0" in log, log
+    # The access log shows the call went through tlsfront over HTTP/2. The
+    # line is written when the response ends, which can be just after the
+    # client has it: wait for it, bounded.
+    deadline = time.monotonic() + 5.0
+    while "POST /demo.Echo/Unary HTTP/2.0" not in (log := read_log(grpc_setup.proxy_log, limit=1 << 20)):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.05)
 
 
 def test_server_streaming_call_gets_every_message_then_trailers(channel):
