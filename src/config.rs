@@ -19,8 +19,8 @@ use serde::Deserialize;
 
 mod route;
 pub use route::{
-    Balance, CookiesOverride, ForwardedOverride, HeadersOverride, HostPattern, PathPrefix, RedirectsOverride, Route,
-    ServerUrl, Sticky,
+    tls_name, Balance, CaFile, CookiesOverride, ForwardedOverride, HeadersOverride, HostPattern, PathPrefix,
+    RedirectsOverride, Route, ServerUrl, Sticky,
 };
 
 /// Where the configuration came from, for messages.
@@ -210,38 +210,47 @@ pub struct Upstream {
     pub pool_max_idle: usize,
 }
 
-/// An upstream address: always `http`, always with an authority.
+/// An upstream address: `http`, `h2c` or `https`, always with an authority.
+/// The `[upstream] url` is always `http` (see [`UpstreamUrl::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
-    /// Scheme (always http).
+    /// Scheme: `http`, `h2c` (HTTP/2 with prior knowledge) or `https`.
     pub scheme: Scheme,
     /// host:port as written (port filled in when absent).
     pub authority: Authority,
 }
 
 impl UpstreamUrl {
-    /// Parses and validates `http://host[:port][/]`.
+    /// Parses and validates `http://host[:port][/]`: the `[upstream] url`,
+    /// which stays plain HTTP/1.1 (`h2c://` and `https://` servers go on a
+    /// `[[route]]`, where `ca` and `server_name` can be set).
     pub fn parse(s: &str) -> Result<Self, String> {
-        let uri: Uri = s
-            .parse()
-            .map_err(|e| format!("invalid URL {s:?} ({e}); expected like \"http://127.0.0.1:8000\""))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "{s:?}: https upstreams are not supported; tlsfront speaks plain HTTP/1.1 to the app, e.g. \"http://127.0.0.1:8000\""
-                ))
-            }
-            _ => {
-                return Err(format!(
-                    "{s:?} has no http:// scheme; expected like \"http://127.0.0.1:8000\""
-                ))
-            }
+        let url = Self::parse_server(s)?;
+        if url.scheme != Scheme::HTTP {
+            return Err(format!(
+                "{s:?}: [upstream] url takes http:// only (plain HTTP/1.1 to the app, e.g. \"http://127.0.0.1:8000\"); h2c:// and https:// servers are not supported there: give them on a [[route]] (url = \"{s}\")"
+            ));
         }
+        Ok(url)
+    }
+
+    /// Parses `http://host[:port]`, `h2c://host[:port]` (HTTP/2 with prior
+    /// knowledge, cleartext) or `https://host[:port]`; the port defaults to
+    /// 80, 80 and 443.
+    pub fn parse_server(s: &str) -> Result<Self, String> {
+        let expected = "expected like \"http://127.0.0.1:8000\", \"h2c://127.0.0.1:50051\" or \"https://app.internal\"";
+        let uri: Uri = s.parse().map_err(|e| format!("invalid URL {s:?} ({e}); {expected}"))?;
+        let (scheme, default_port) = match uri.scheme_str() {
+            Some("http") => (Scheme::HTTP, 80),
+            Some("https") => (Scheme::HTTPS, 443),
+            Some("h2c") => ("h2c".parse::<Scheme>().map_err(|e| format!("{s:?}: {e}"))?, 80),
+            Some(other) => return Err(format!("{s:?}: unknown scheme {other:?}; {expected}")),
+            None => return Err(format!("{s:?} has no http:// scheme; {expected}")),
+        };
         let authority = uri
             .authority()
             .cloned()
-            .ok_or_else(|| format!("{s:?} has no host; expected like \"http://127.0.0.1:8000\""))?;
+            .ok_or_else(|| format!("{s:?} has no host; {expected}"))?;
         if authority.as_str().contains('@') {
             return Err(format!("{s:?}: user info in the upstream URL is not supported"));
         }
@@ -253,16 +262,13 @@ impl UpstreamUrl {
             }
         }
         let authority = if authority.port_u16().is_none() {
-            format!("{}:80", authority.as_str())
+            format!("{}:{default_port}", authority.as_str())
                 .parse()
                 .map_err(|e| format!("invalid host in {s:?}: {e}"))?
         } else {
             authority
         };
-        Ok(UpstreamUrl {
-            scheme: Scheme::HTTP,
-            authority,
-        })
+        Ok(UpstreamUrl { scheme, authority })
     }
 }
 
@@ -1360,6 +1366,54 @@ rewrite_location = false
         assert_eq!(again.cookies.same_site, SameSite::Strict);
         assert_eq!(again.forwarded.trusted_proxies, c.forwarded.trusted_proxies);
         assert_eq!(again.to_string(), c.to_string());
+
+        // Routes with HTTP/2 and TLS servers, and their ca and server_name.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("upstream ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        let text = format!(
+            "[[route]]\nhost = \"api.example\"\nurl = \"h2c://127.0.0.1:50051\"\n\
+             [[route]]\nhost = \"app.example\"\nservers = [\"https://10.0.0.5\", \"https://[::1]:8443\"]\n\
+             ca = {}\nserver_name = \"app.internal\"\n",
+            toml_string(&ca.display().to_string())
+        );
+        let c = parse(&text).unwrap();
+        let shown = c.to_string();
+        for line in [
+            "url = \"h2c://127.0.0.1:50051\"",
+            "servers = [\"https://10.0.0.5:443\", \"https://[::1]:8443\"]",
+            "server_name = \"app.internal\"",
+        ] {
+            assert!(shown.contains(line), "{line} missing from:\n{shown}");
+        }
+        assert!(shown.contains(&format!("ca = {}", toml_string(&ca.display().to_string()))));
+        let again = parse(&shown).unwrap();
+        assert_eq!(again.to_string(), shown);
+        assert_eq!(again.routes[1].ca.as_ref().map(|c| c.roots.len()), Some(1));
+    }
+
+    #[test]
+    fn server_url_schemes() {
+        for (url, shown) in [
+            ("http://a:1", "http://a:1"),
+            ("h2c://a", "h2c://a:80"),
+            ("https://a", "https://a:443"),
+            ("https://127.0.0.1:8443/", "https://127.0.0.1:8443"),
+            ("unix:/run/app.sock", "unix:/run/app.sock"),
+        ] {
+            assert_eq!(ServerUrl::parse(url).unwrap().to_string(), shown, "{url}");
+        }
+        assert!(matches!(ServerUrl::parse("h2c://a:1"), Ok(ServerUrl::H2c(_))));
+        assert!(matches!(ServerUrl::parse("https://a:1"), Ok(ServerUrl::Https(_))));
+        for bad in ["ftp://a", "https://a/x", "h2c://", "https://u@a"] {
+            assert!(ServerUrl::parse(bad).is_err(), "{bad}");
+        }
+        // [upstream] url stays http:// only, and says where the others go.
+        let e = UpstreamUrl::parse("h2c://a:1").unwrap_err();
+        assert!(e.contains("[[route]]"), "{e}");
     }
 
     #[test]

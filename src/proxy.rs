@@ -25,7 +25,7 @@ use crate::policy::headers::HeaderRules;
 use crate::policy::{hop, prefix, redirects};
 use crate::routes::{self, Route, RouteTable, Selected};
 use crate::telemetry::{InFlight, Telemetry};
-use crate::upstream::{FailureKind, ProxyBody, UpstreamError};
+use crate::upstream::{AcceptsTrailers, FailureKind, ProxyBody, UpstreamError};
 
 static X_FORWARDED_PREFIX: http::header::HeaderName = http::header::HeaderName::from_static("x-forwarded-prefix");
 
@@ -253,6 +253,9 @@ impl Proxy {
         // 3. Request policy.
         let (mut head, body) = req.into_parts();
         let downstream_version = head.version;
+        if hop::accepts_trailers(&head.headers) {
+            head.extensions.insert(AcceptsTrailers);
+        }
         hop::strip(&mut head.headers);
         // We answered any `Expect: 100-continue` ourselves when reading the body.
         head.headers.remove(EXPECT);
@@ -279,8 +282,9 @@ impl Proxy {
             head.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
         let req_path = head.uri.path_and_query().cloned();
+        // The HTTP version (and the HTTP/2 `:authority`) is the chosen
+        // connection's: the upstream layer sets it.
         head.uri = upstream_target;
-        head.version = Version::HTTP_11;
         let affinity = route
             .sticky_cookie
             .as_deref()
@@ -455,9 +459,13 @@ impl Proxy {
     fn count_upstream_error(&self, e: &UpstreamError) {
         let m = &self.telemetry.metrics;
         match e.kind {
-            FailureKind::ConnectRefused | FailureKind::ConnectTimeout => m.upstream_connect_errors.inc(),
+            FailureKind::ConnectRefused | FailureKind::ConnectTimeout | FailureKind::Tls => {
+                m.upstream_connect_errors.inc()
+            }
             FailureKind::ResponseTimeout => m.upstream_timeouts.inc(),
-            FailureKind::ResetBeforeResponse | FailureKind::Protocol => m.upstream_protocol_errors.inc(),
+            FailureKind::ResetBeforeResponse | FailureKind::Protocol | FailureKind::UpgradeOverHttp2 => {
+                m.upstream_protocol_errors.inc()
+            }
             FailureKind::NoHealthyServer => m.upstream_unavailable.inc(),
         };
     }

@@ -16,7 +16,8 @@ use crate::policy::cookies::CookiePolicy;
 use crate::policy::forwarded::ForwardedPolicy;
 use crate::policy::headers::HeaderRules;
 use crate::upstream::health::Passive;
-use crate::upstream::{ActiveCheck, Upstream, UpstreamSettings};
+use crate::upstream::tls::UpstreamTls;
+use crate::upstream::{self, ActiveCheck, Upstream, UpstreamSettings};
 
 /// Header policy of one route.
 pub struct RoutePolicy {
@@ -112,6 +113,7 @@ impl RouteTable {
                     },
                     fail_statuses: Vec::new(),
                     active: None,
+                    tls: None,
                 },
                 metrics,
             ),
@@ -135,9 +137,22 @@ impl RouteTable {
                 .map_or(0, |p| if p.as_str() == "/" { 0 } else { p.as_str().len() });
             (host_rank, std::cmp::Reverse(path_len), *i)
         });
+        // Read once per generation, and only when a route verifies with them.
+        let system_roots = std::cell::OnceCell::new();
         let routes = routes
             .into_iter()
             .map(|(i, r)| {
+                let servers = r.all_servers();
+                let tls = servers
+                    .iter()
+                    .any(|s| matches!(s, config::ServerUrl::Https(_)))
+                    .then(|| {
+                        let roots = match &r.ca {
+                            Some(ca) => ca.roots.clone(),
+                            None => system_roots.get_or_init(upstream::tls::system_roots).clone(),
+                        };
+                        Arc::new(UpstreamTls::new(roots, r.server_name.clone()))
+                    });
                 Arc::new(Route {
                     name: format!("route[{i}] ({})", r.describe()),
                     host: r.host.clone(),
@@ -155,7 +170,7 @@ impl RouteTable {
                     ),
                     upstream: Upstream::new(
                         UpstreamSettings {
-                            servers: r.all_servers(),
+                            servers,
                             connect_timeout: r.connect_timeout.unwrap_or(up.connect_timeout),
                             response_timeout: r.response_timeout.unwrap_or(up.response_timeout),
                             pool_idle_timeout: up.pool_idle_timeout,
@@ -173,6 +188,7 @@ impl RouteTable {
                                 healthy_threshold: r.healthy_threshold,
                                 unhealthy_threshold: r.unhealthy_threshold,
                             }),
+                            tls,
                         },
                         metrics,
                     ),

@@ -6,10 +6,14 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
@@ -38,6 +42,14 @@ pub struct Route {
     /// Several servers sharing the route's traffic.
     #[serde(default, deserialize_with = "server_urls")]
     pub servers: Vec<ServerUrl>,
+    /// PEM file of the CA(s) that `https://` servers' certificates must chain
+    /// to, instead of the system roots.
+    #[serde(default, deserialize_with = "optional_ca_file")]
+    pub ca: Option<CaFile>,
+    /// Name sent as SNI and verified in `https://` servers' certificates,
+    /// instead of the URL's host (for servers reached by IP address).
+    #[serde(default, deserialize_with = "optional_server_name")]
+    pub server_name: Option<ServerName<'static>>,
     /// How a server is picked.
     #[serde(default)]
     pub balance: Balance,
@@ -261,17 +273,22 @@ impl fmt::Display for PathPrefix {
     }
 }
 
-/// Where a server listens.
+/// Where a server listens, and how tlsfront speaks to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerUrl {
-    /// `http://host:port`
+    /// `http://host:port`: HTTP/1.1.
     Http(UpstreamUrl),
-    /// `unix:/path/to.sock`
+    /// `h2c://host:port`: HTTP/2 with prior knowledge, cleartext.
+    H2c(UpstreamUrl),
+    /// `https://host:port`: TLS, then HTTP/2 or HTTP/1.1 as ALPN decides.
+    Https(UpstreamUrl),
+    /// `unix:/path/to.sock`: HTTP/1.1.
     Unix(PathBuf),
 }
 
 impl ServerUrl {
-    /// Parses `http://host:port` or `unix:/path/to.sock`.
+    /// Parses `http://host:port`, `h2c://host:port`, `https://host:port` or
+    /// `unix:/path/to.sock`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if let Some(path) = s.strip_prefix("unix:") {
@@ -283,18 +300,76 @@ impl ServerUrl {
             }
             return Ok(ServerUrl::Unix(PathBuf::from(path)));
         }
-        UpstreamUrl::parse(s)
-            .map(ServerUrl::Http)
-            .map_err(|e| format!("{e} (or \"unix:/path/to.sock\")"))
+        let url = UpstreamUrl::parse_server(s).map_err(|e| format!("{e} (or \"unix:/path/to.sock\")"))?;
+        match url.scheme.as_str() {
+            "https" => {
+                // The URL host is the default SNI name: it must be one.
+                tls_name(url.authority.host())
+                    .map_err(|e| format!("{s:?}: the host is not a TLS server name ({e})"))?;
+                Ok(ServerUrl::Https(url))
+            }
+            "h2c" => Ok(ServerUrl::H2c(url)),
+            _ => Ok(ServerUrl::Http(url)),
+        }
+    }
+
+    /// The host:port for TCP servers; none for a Unix socket.
+    pub fn authority(&self) -> Option<&http::uri::Authority> {
+        match self {
+            ServerUrl::Http(u) | ServerUrl::H2c(u) | ServerUrl::Https(u) => Some(&u.authority),
+            ServerUrl::Unix(_) => None,
+        }
     }
 }
 
 impl fmt::Display for ServerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServerUrl::Http(u) => write!(f, "{u}"),
+            ServerUrl::Http(u) | ServerUrl::H2c(u) | ServerUrl::Https(u) => write!(f, "{u}"),
             ServerUrl::Unix(p) => write!(f, "unix:{}", p.display()),
         }
+    }
+}
+
+/// A host as a TLS server name: a DNS name, or an IP address (with or
+/// without the brackets of a URL).
+pub fn tls_name(host: &str) -> Result<ServerName<'static>, String> {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    ServerName::try_from(bare.to_string()).map_err(|e| format!("{host:?}: {e}"))
+}
+
+/// `ca = "file.pem"`: the certificates an `https://` server's chain must end
+/// in, read and parsed once at load.
+#[derive(Debug, Clone)]
+pub struct CaFile {
+    /// The file, as written.
+    pub path: PathBuf,
+    /// Its certificates as trust anchors.
+    pub roots: Arc<RootCertStore>,
+}
+
+impl CaFile {
+    /// Reads a PEM file of one or more CA certificates.
+    pub fn load(path: &str) -> Result<Self, String> {
+        let path = PathBuf::from(path.trim());
+        let text = std::fs::read(&path).map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&text) {
+            let cert = cert.map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: a certificate is not usable as a CA ({e})", path.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!(
+                "{}: no certificate in it; expected PEM \"-----BEGIN CERTIFICATE-----\" blocks",
+                path.display()
+            ));
+        }
+        Ok(CaFile {
+            path,
+            roots: Arc::new(roots),
+        })
     }
 }
 
@@ -460,6 +535,27 @@ fn server_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ServerUrl>, D::Err
         .collect()
 }
 
+fn optional_ca_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CaFile>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    CaFile::load(&s).map(Some).map_err(de::Error::custom)
+}
+
+fn optional_server_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ServerName<'static>>, D::Error> {
+    let s = String::deserialize(d)?;
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    tls_name(s).map(Some).map_err(|e| {
+        de::Error::custom(format!(
+            "{e}; expected a DNS name like \"app.internal\" or an IP address"
+        ))
+    })
+}
+
 fn optional_health_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
     let s = s.trim();
@@ -521,6 +617,12 @@ pub fn display_routes(routes: &[Route], f: &mut fmt::Formatter<'_>) -> fmt::Resu
         }
         let servers: Vec<String> = r.servers.iter().map(|s| toml_string(&s.to_string())).collect();
         writeln!(f, "servers = [{}]", servers.join(", "))?;
+        if let Some(ca) = &r.ca {
+            writeln!(f, "ca = {}", toml_string(&ca.path.display().to_string()))?;
+        }
+        if let Some(name) = &r.server_name {
+            writeln!(f, "server_name = {}", toml_string(&name.to_str()))?;
+        }
         let balance = match r.balance {
             Balance::RoundRobin => "round_robin",
             Balance::LeastRequests => "least_requests",
@@ -650,6 +752,15 @@ pub fn validate(routes: &[Route], fallback: bool) -> Result<(), (String, String)
             if servers[..a].contains(s) {
                 return Err((key("servers"), format!("{s} is listed twice")));
             }
+        }
+        if (r.ca.is_some() || r.server_name.is_some()) && !servers.iter().any(|s| matches!(s, ServerUrl::Https(_))) {
+            return Err((
+                key(if r.ca.is_some() { "ca" } else { "server_name" }),
+                format!(
+                    "ca and server_name apply to https:// servers, and route[{i}] ({}) has none",
+                    r.describe()
+                ),
+            ));
         }
         if r.strip_prefix && r.path.as_ref().is_none_or(|p| p.as_str() == "/") {
             return Err((

@@ -58,6 +58,20 @@ pub fn strip(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether the request's `TE` lists `trailers`: the client accepts trailer
+/// fields (gRPC clients always send `te: trailers`). Read before [`strip`]
+/// removes `TE`, so an HTTP/2 upstream can be sent `te: trailers` again.
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|coding| {
+            let name = coding.split(|&b| b == b';').next().unwrap_or_default();
+            name.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +113,24 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         strip(&mut h);
         assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn trailers_token_in_te() {
+        for (te, accepts) in [
+            ("trailers", true),
+            ("Trailers", true),
+            ("gzip, trailers", true),
+            (" trailers ;q=1", true),
+            ("gzip", false),
+            ("trailersx", false),
+            ("x-trailers", false),
+            ("", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(TE, HeaderValue::from_static(te));
+            assert_eq!(accepts_trailers(&h), accepts, "{te:?}");
+        }
+        assert!(!accepts_trailers(&HeaderMap::new()));
     }
 }

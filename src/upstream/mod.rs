@@ -1,9 +1,11 @@
 //! A route's servers: picking one (balance, affinity, health), sending the
-//! request over a pooled keep-alive HTTP/1.1 connection, retrying only
-//! what is safe, and saying why it failed as a typed [`UpstreamError`].
+//! request over a pooled keep-alive HTTP/1.1 connection or a shared HTTP/2
+//! one (the version is the connection's, decided here), retrying only what
+//! is safe, and saying why it failed as a typed [`UpstreamError`].
 
 pub mod health;
 pub mod pool;
+pub mod tls;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,9 +13,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, HOST};
-use http::uri::Authority;
-use http::{Request, Response, StatusCode};
+use http::header::{HeaderValue, HOST, TE, UPGRADE};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Body;
@@ -21,7 +23,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use self::health::{Health, Passive};
-use self::pool::{Pool, PooledBody, PooledConn, Target};
+use self::pool::{Pool, PooledBody, PooledConn, Sender, Target};
+use self::tls::UpstreamTls;
 use crate::config::{Balance, ServerUrl};
 use crate::metrics::Metrics;
 use crate::proxy::monotonic_millis;
@@ -31,6 +34,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type on both sides of the proxy: streamed, never buffered whole.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Request extension: the client accepts trailers (it sent `TE: trailers`,
+/// as gRPC clients do). `TE` is hop-by-hop and stripped; an HTTP/2 server is
+/// sent `te: trailers` again (RFC 9113 §8.2.2), an HTTP/1.1 one nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptsTrailers;
 
 /// What went wrong on the way to the app; retries, ejection, metrics and the
 /// 502/504 choice all read this one value.
@@ -44,8 +53,15 @@ pub enum FailureKind {
     ResetBeforeResponse,
     /// No response head within `response_timeout`.
     ResponseTimeout,
-    /// The server answered with something that is not HTTP/1.1.
+    /// The server answered with something that is not HTTP.
     Protocol,
+    /// The TLS handshake with an `https://` server failed: its certificate
+    /// was not verified (unknown CA, wrong name, expired) or no common
+    /// version or cipher. The request was not sent.
+    Tls,
+    /// The request asks for an upgrade (WebSocket), which an `h2c://` server
+    /// (HTTP/2 only) cannot take. The request was not sent.
+    UpgradeOverHttp2,
     /// Every server of the route is ejected or failing its health checks.
     NoHealthyServer,
 }
@@ -62,9 +78,9 @@ impl FailureKind {
     /// The `kind` label of `tlsfront_upstream_errors_total`.
     pub fn metric_kind(self) -> &'static str {
         match self {
-            FailureKind::ConnectRefused | FailureKind::ConnectTimeout => "connect",
+            FailureKind::ConnectRefused | FailureKind::ConnectTimeout | FailureKind::Tls => "connect",
             FailureKind::ResponseTimeout => "timeout",
-            FailureKind::ResetBeforeResponse | FailureKind::Protocol => "protocol",
+            FailureKind::ResetBeforeResponse | FailureKind::Protocol | FailureKind::UpgradeOverHttp2 => "protocol",
             FailureKind::NoHealthyServer => "no_healthy_server",
         }
     }
@@ -77,6 +93,8 @@ impl FailureKind {
             FailureKind::ResetBeforeResponse => "reset",
             FailureKind::ResponseTimeout => "timeout",
             FailureKind::Protocol => "protocol",
+            FailureKind::Tls => "tls",
+            FailureKind::UpgradeOverHttp2 => "upgrade_over_http2",
             FailureKind::NoHealthyServer => "no_healthy_server",
         }
     }
@@ -90,13 +108,20 @@ impl FailureKind {
             FailureKind::ResetBeforeResponse => "502 Bad Gateway: the app closed the connection without answering.",
             FailureKind::ResponseTimeout => "504 Gateway Timeout: the app did not answer in time.",
             FailureKind::Protocol => "502 Bad Gateway: the app's response was broken.",
+            FailureKind::Tls => "502 Bad Gateway: tlsfront could not make a verified TLS connection to the app (certificate not trusted or not for this name).",
+            FailureKind::UpgradeOverHttp2 => {
+                "502 Bad Gateway: this app is reached over HTTP/2 (h2c), which cannot carry a WebSocket or other protocol upgrade; use an http:// or https:// server for it."
+            }
             FailureKind::NoHealthyServer => "502 Bad Gateway: no healthy server is available for this site right now.",
         }
     }
 
     /// Whether the server is to blame (passive health counts it).
     fn counts_against_server(self) -> bool {
-        !matches!(self, FailureKind::NoHealthyServer | FailureKind::Protocol)
+        !matches!(
+            self,
+            FailureKind::NoHealthyServer | FailureKind::Protocol | FailureKind::UpgradeOverHttp2
+        )
     }
 }
 
@@ -119,6 +144,8 @@ impl fmt::Display for UpstreamError {
             FailureKind::ResetBeforeResponse => "connection closed before the response",
             FailureKind::ResponseTimeout => "no response headers in time",
             FailureKind::Protocol => "bad response",
+            FailureKind::Tls => "TLS handshake failed",
+            FailureKind::UpgradeOverHttp2 => "upgrade refused",
             FailureKind::NoHealthyServer => "no healthy server",
         };
         write!(f, "{what}")?;
@@ -168,6 +195,8 @@ pub struct UpstreamSettings {
     pub fail_statuses: Vec<u16>,
     /// Active health checks, if configured.
     pub active: Option<ActiveCheck>,
+    /// TLS for `https://` servers (none when the route has none).
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// One configured server.
@@ -192,10 +221,10 @@ pub struct Server {
 impl Server {
     fn new(url: &ServerUrl, s: &UpstreamSettings, metrics: &Metrics) -> Self {
         let label = url.to_string();
-        let authority = match url {
-            ServerUrl::Http(u) => u.authority.clone(),
-            ServerUrl::Unix(_) => Authority::from_static("localhost"),
-        };
+        let authority = url
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| Authority::from_static("localhost"));
         let labels = vec![("upstream", label.clone())];
         let failures = [
             FailureKind::ConnectRefused,
@@ -203,6 +232,8 @@ impl Server {
             FailureKind::ResetBeforeResponse,
             FailureKind::ResponseTimeout,
             FailureKind::Protocol,
+            FailureKind::Tls,
+            FailureKind::UpgradeOverHttp2,
         ]
         .into_iter()
         .map(|k| {
@@ -217,7 +248,7 @@ impl Server {
             id: format!("{:08x}", fnv1a(label.as_bytes()) as u32),
             host_header: HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("localhost")),
             pool: Pool::new(
-                Target::from(url),
+                target(url, s.tls.as_ref()),
                 s.connect_timeout,
                 s.pool_idle_timeout,
                 s.pool_max_idle,
@@ -409,19 +440,16 @@ impl Upstream {
             .and_then(|id| self.sticky(id, now))
             .or_else(|| self.pick(now, tried));
         let mut last_error: Option<UpstreamError> = None;
+        let upgrade = req.headers().contains_key(UPGRADE);
         while let Some(i) = choice {
             let server = self.servers[i].clone();
             tried |= 1 << i.min(63);
             server.in_flight.fetch_add(1, Ordering::Relaxed);
             let _guard = InFlightGuard(server.clone());
-            let conn = match server.pool.checkout().await {
+            let conn = match server.pool.checkout(upgrade).await {
                 Ok(conn) => conn,
                 Err(e) => {
-                    let kind = match e {
-                        pool::ConnectError::Timeout(_) => FailureKind::ConnectTimeout,
-                        pool::ConnectError::Refused(_) => FailureKind::ConnectRefused,
-                        pool::ConnectError::Handshake(_) => FailureKind::ResetBeforeResponse,
-                    };
+                    let kind = e.kind();
                     self.failed(&server, kind);
                     last_error = Some(UpstreamError {
                         kind,
@@ -435,6 +463,7 @@ impl Upstream {
             if req.headers().get(HOST).is_none() {
                 req.headers_mut().insert(HOST, server.host_header.clone());
             }
+            fit_to_connection(&mut req, &conn.sender, &server.pool.target().scheme());
             let exchange = self.exchange(&server, conn, req);
             let result = match tokio::time::timeout_at(deadline, exchange).await {
                 Ok(result) => result,
@@ -511,18 +540,95 @@ impl Upstream {
             return Err(classify(server, &err.into_error()));
         };
         tracing::debug!(upstream = %server.label, "pooled connection went stale; retrying on a new one");
-        let mut fresh = server.pool.checkout_fresh().await.map_err(|e| UpstreamError {
-            kind: match e {
-                pool::ConnectError::Timeout(_) => FailureKind::ConnectTimeout,
-                pool::ConnectError::Refused(_) => FailureKind::ConnectRefused,
-                pool::ConnectError::Handshake(_) => FailureKind::ResetBeforeResponse,
-            },
+        let upgrade = again.headers().contains_key(UPGRADE);
+        let mut fresh = server.pool.checkout_fresh(upgrade).await.map_err(|e| UpstreamError {
+            kind: e.kind(),
             server: Some(server.label.clone()),
             detail: e.to_string(),
         })?;
+        let mut again = again;
+        fit_to_connection(&mut again, &fresh.sender, &server.pool.target().scheme());
         match fresh.sender.send_request(again).await {
             Ok(resp) => Ok(pooled(resp, fresh)),
             Err(e) => Err(classify(server, &e)),
+        }
+    }
+}
+
+impl pool::ConnectError {
+    /// The failure this is, for retries, ejection and the answer.
+    fn kind(&self) -> FailureKind {
+        match self {
+            pool::ConnectError::Timeout(_) => FailureKind::ConnectTimeout,
+            pool::ConnectError::Refused(_) => FailureKind::ConnectRefused,
+            pool::ConnectError::Tls(_) => FailureKind::Tls,
+            pool::ConnectError::Handshake(_) => FailureKind::ResetBeforeResponse,
+            pool::ConnectError::UpgradeOverHttp2 => FailureKind::UpgradeOverHttp2,
+        }
+    }
+}
+
+/// Builds the [`Target`] of a server: `https://` ones get the route's TLS
+/// settings (or the system roots, should a route have none).
+fn target(url: &ServerUrl, tls: Option<&Arc<UpstreamTls>>) -> Target {
+    match url {
+        ServerUrl::Http(u) => Target::Tcp(u.authority.as_str().to_string()),
+        ServerUrl::H2c(u) => Target::H2c(u.authority.as_str().to_string()),
+        ServerUrl::Https(u) => Target::Tls {
+            addr: u.authority.as_str().to_string(),
+            name: crate::config::tls_name(u.authority.host()).ok(),
+            tls: tls
+                .cloned()
+                .unwrap_or_else(|| Arc::new(UpstreamTls::new(tls::system_roots(), None))),
+        },
+        ServerUrl::Unix(p) => Target::Unix(p.clone()),
+    }
+}
+
+/// Shapes a request for the version its connection speaks (the proxy
+/// leaves that to this layer). HTTP/2: `:scheme` and `:authority` in the
+/// URI, the authority from `Host` (which HTTP/2 requests do not carry), and
+/// `te: trailers` when the client accepts them. HTTP/1.1: origin-form URI,
+/// `Host` header, no `TE`. Either way round, so a replay on a connection of
+/// the other version is shaped again.
+fn fit_to_connection(req: &mut Request<ProxyBody>, sender: &Sender, scheme: &Scheme) {
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    match sender.version() {
+        Version::HTTP_2 => {
+            let host = req.headers_mut().remove(HOST);
+            let authority = host
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .or_else(|| req.uri().authority().cloned());
+            if let Some(authority) = authority {
+                if let Ok(uri) = Uri::builder()
+                    .scheme(scheme.clone())
+                    .authority(authority)
+                    .path_and_query(path)
+                    .build()
+                {
+                    *req.uri_mut() = uri;
+                }
+            }
+            if req.extensions().get::<AcceptsTrailers>().is_some() {
+                req.headers_mut().insert(TE, HeaderValue::from_static("trailers"));
+            }
+            *req.version_mut() = Version::HTTP_2;
+        }
+        _ => {
+            if let Some(authority) = req.uri().authority() {
+                if !req.headers().contains_key(HOST) {
+                    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                        req.headers_mut().insert(HOST, host);
+                    }
+                }
+                *req.uri_mut() = Uri::from(path);
+            }
+            req.headers_mut().remove(TE);
+            *req.version_mut() = Version::HTTP_11;
         }
     }
 }
@@ -590,6 +696,7 @@ async fn health_probe(server: &Server, path: &str) -> bool {
         http::header::USER_AGENT,
         HeaderValue::from_static("tlsfront-health-check"),
     );
+    fit_to_connection(&mut req, &sender, &server.pool.target().scheme());
     match sender.send_request(req).await {
         Ok(resp) => {
             let ok = resp.status().is_success() || resp.status().is_redirection();
@@ -649,6 +756,8 @@ mod tests {
             FailureKind::ResetBeforeResponse,
             FailureKind::ResponseTimeout,
             FailureKind::Protocol,
+            FailureKind::Tls,
+            FailureKind::UpgradeOverHttp2,
             FailureKind::NoHealthyServer,
         ] {
             let s = k.status();

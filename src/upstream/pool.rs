@@ -1,4 +1,6 @@
-//! Keep-alive HTTP/1.1 connections to one server, over TCP or a Unix socket.
+//! Connections to one server: keep-alive HTTP/1.1 connections (over TCP,
+//! TLS or a Unix socket), or one shared, multiplexed HTTP/2 connection
+//! (`h2c://`, or `https://` when ALPN picks h2).
 //!
 //! Hand-rolled on hyper's `client::conn` rather than hyper-util's pooled
 //! `Client` for one reason: a connection is made (or taken from the pool)
@@ -10,32 +12,47 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::{Request, Response, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
 
+use super::tls::UpstreamTls;
 use super::ProxyBody;
-use crate::config::ServerUrl;
 
-/// Where a server listens.
+/// Where a server listens and how it is spoken to.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// `host:port`
+    /// `host:port`, HTTP/1.1.
     Tcp(String),
-    /// A Unix socket path.
+    /// `host:port`, HTTP/2 with prior knowledge.
+    H2c(String),
+    /// `host:port` over TLS, HTTP/2 or HTTP/1.1 as ALPN decides.
+    Tls {
+        /// `host:port`
+        addr: String,
+        /// The URL's host as a TLS name (the route's `server_name` overrides it).
+        name: Option<ServerName<'static>>,
+        /// Roots and ALPN.
+        tls: Arc<UpstreamTls>,
+    },
+    /// A Unix socket path, HTTP/1.1.
     Unix(PathBuf),
 }
 
-impl From<&ServerUrl> for Target {
-    fn from(url: &ServerUrl) -> Self {
-        match url {
-            ServerUrl::Http(u) => Target::Tcp(u.authority.as_str().to_string()),
-            ServerUrl::Unix(p) => Target::Unix(p.clone()),
+impl Target {
+    /// The `:scheme` of HTTP/2 requests to it.
+    pub fn scheme(&self) -> http::uri::Scheme {
+        match self {
+            Target::Tls { .. } => http::uri::Scheme::HTTPS,
+            _ => http::uri::Scheme::HTTP,
         }
     }
 }
@@ -47,8 +64,12 @@ pub enum ConnectError {
     Refused(std::io::Error),
     /// No answer within `connect_timeout`.
     Timeout(Duration),
-    /// Connected, but the HTTP/1.1 handshake failed.
+    /// The TLS handshake failed: certificate not verified, no common version.
+    Tls(std::io::Error),
+    /// Connected, but the HTTP handshake failed.
     Handshake(hyper::Error),
+    /// The request asks for an upgrade and the server speaks only HTTP/2.
+    UpgradeOverHttp2,
 }
 
 impl fmt::Display for ConnectError {
@@ -56,18 +77,77 @@ impl fmt::Display for ConnectError {
         match self {
             ConnectError::Refused(e) => write!(f, "{e}"),
             ConnectError::Timeout(d) => write!(f, "no connection within {}", humantime::format_duration(*d)),
+            ConnectError::Tls(e) => match e.get_ref() {
+                Some(inner) => write!(f, "{inner}"),
+                None => write!(f, "{e}"),
+            },
             ConnectError::Handshake(e) => write!(f, "{e}"),
+            ConnectError::UpgradeOverHttp2 => {
+                f.write_str("an h2c:// server cannot take an HTTP/1.1 upgrade (WebSocket) request")
+            }
         }
     }
 }
 
-/// Idle keep-alive connections to one server.
+/// The request side of one connection.
+pub enum Sender {
+    /// One request at a time.
+    Http1(http1::SendRequest<ProxyBody>),
+    /// Shared: many streams at once.
+    Http2(http2::SendRequest<ProxyBody>),
+}
+
+impl Sender {
+    /// The HTTP version requests on this connection are sent with.
+    pub fn version(&self) -> Version {
+        match self {
+            Sender::Http1(_) => Version::HTTP_11,
+            Sender::Http2(_) => Version::HTTP_2,
+        }
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    /// Sends a request; gives it back when the connection could not take it.
+    pub async fn try_send_request(
+        &mut self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<ProxyBody>>> {
+        match self {
+            Sender::Http1(s) => s.try_send_request(req).await,
+            Sender::Http2(s) => s.try_send_request(req).await,
+        }
+    }
+
+    /// Sends a request.
+    pub async fn send_request(&mut self, req: Request<ProxyBody>) -> hyper::Result<Response<Incoming>> {
+        match self {
+            Sender::Http1(s) => s.send_request(req).await,
+            Sender::Http2(s) => s.send_request(req).await,
+        }
+    }
+}
+
+/// Connections to one server: idle HTTP/1.1 ones, and the shared HTTP/2 one.
 pub struct Pool {
     target: Target,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
     idle: Mutex<Vec<Idle>>,
+    /// The multiplexed HTTP/2 connection, while it is open.
+    shared: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    /// Held while the shared connection is (re)made, so a burst of requests
+    /// opens one connection, not one each.
+    connecting: tokio::sync::Mutex<()>,
+    /// An `https://` server chose h2 last time: expect it again.
+    speaks_h2: AtomicBool,
 }
 
 struct Idle {
@@ -78,7 +158,7 @@ struct Idle {
 /// A connection taken from the pool (or new); give it back with [`PooledConn::release`].
 pub struct PooledConn {
     /// The request side of the connection.
-    pub sender: http1::SendRequest<ProxyBody>,
+    pub sender: Sender,
     /// It served an earlier request: it may have gone stale since.
     pub reused: bool,
     pool: Weak<Pool>,
@@ -88,11 +168,14 @@ impl Pool {
     /// An empty pool; connections are made on demand.
     pub fn new(target: Target, connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Arc<Self> {
         Arc::new(Pool {
+            speaks_h2: AtomicBool::new(matches!(target, Target::H2c(_))),
             target,
             connect_timeout,
             idle_timeout,
             max_idle,
             idle: Mutex::new(Vec::new()),
+            shared: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -101,35 +184,75 @@ impl Pool {
         &self.target
     }
 
-    /// A ready idle connection, or a new one.
-    pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
+    /// A connection for one request: the shared HTTP/2 one, a ready idle
+    /// HTTP/1.1 one, or a new one. `upgrade`: the request asks for a
+    /// protocol upgrade, which only HTTP/1.1 carries.
+    pub async fn checkout(self: &Arc<Self>, upgrade: bool) -> Result<PooledConn, ConnectError> {
+        if upgrade && matches!(self.target, Target::H2c(_)) {
+            return Err(ConnectError::UpgradeOverHttp2);
+        }
+        if !upgrade && self.speaks_h2.load(Ordering::Relaxed) {
+            if let Some(sender) = self.shared_h2() {
+                return Ok(self.conn(Sender::Http2(sender), true));
+            }
+            let _connecting = self.connecting.lock().await;
+            // Another request may have made it while this one waited.
+            if let Some(sender) = self.shared_h2() {
+                return Ok(self.conn(Sender::Http2(sender), true));
+            }
+            let sender = self.connect_for(false).await?;
+            return Ok(self.conn(sender, false));
+        }
         while let Some(mut idle) = self.pop_idle() {
             if idle.since.elapsed() > self.idle_timeout || idle.sender.is_closed() {
                 continue;
             }
             // Usually immediate; fails when the server closed it meanwhile.
             if idle.sender.ready().await.is_ok() {
-                return Ok(PooledConn {
-                    sender: idle.sender,
-                    reused: true,
-                    pool: Arc::downgrade(self),
-                });
+                return Ok(self.conn(Sender::Http1(idle.sender), true));
             }
         }
-        Ok(PooledConn {
-            sender: self.connect().await?,
-            reused: false,
-            pool: Arc::downgrade(self),
-        })
+        let sender = self.connect_for(upgrade).await?;
+        Ok(self.conn(sender, false))
     }
 
-    /// A new connection, never an idle one (the retry after a stale one).
-    pub async fn checkout_fresh(self: &Arc<Self>) -> Result<PooledConn, ConnectError> {
-        Ok(PooledConn {
-            sender: self.connect().await?,
-            reused: false,
+    /// A new connection, never an idle or shared one (the retry after a stale one).
+    pub async fn checkout_fresh(self: &Arc<Self>, upgrade: bool) -> Result<PooledConn, ConnectError> {
+        let sender = self.connect_for(upgrade).await?;
+        Ok(self.conn(sender, false))
+    }
+
+    fn conn(self: &Arc<Self>, sender: Sender, reused: bool) -> PooledConn {
+        PooledConn {
+            sender,
+            reused,
             pool: Arc::downgrade(self),
-        })
+        }
+    }
+
+    /// A new connection that later requests share when it is HTTP/2.
+    async fn connect_for(&self, upgrade: bool) -> Result<Sender, ConnectError> {
+        let sender = self.connect_with(upgrade).await?;
+        if let Sender::Http2(h2) = &sender {
+            *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(h2.clone());
+        }
+        if matches!(self.target, Target::Tls { .. }) && !upgrade {
+            self.speaks_h2
+                .store(matches!(sender, Sender::Http2(_)), Ordering::Relaxed);
+        }
+        Ok(sender)
+    }
+
+    fn shared_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match &*shared {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                *shared = None;
+                None
+            }
+            None => None,
+        }
     }
 
     fn pop_idle(&self) -> Option<Idle> {
@@ -137,16 +260,32 @@ impl Pool {
     }
 
     /// A new connection, outside the pool (also used by health checks).
-    pub async fn connect(&self) -> Result<http1::SendRequest<ProxyBody>, ConnectError> {
+    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+        self.connect_with(false).await
+    }
+
+    async fn connect_with(&self, http1_only: bool) -> Result<Sender, ConnectError> {
         let timeout = self.connect_timeout;
         let handshake = async {
             match &self.target {
-                Target::Tcp(addr) => {
-                    let stream = tokio::net::TcpStream::connect(addr.as_str())
+                Target::Tcp(addr) => start_http1(tcp(addr).await?).await,
+                Target::H2c(addr) => start_http2(tcp(addr).await?).await,
+                Target::Tls { addr, name, tls } => {
+                    let Some(name) = tls.name_for(name.as_ref()) else {
+                        return Err(ConnectError::Tls(std::io::Error::other(format!(
+                            "{addr} has no TLS server name; set server_name on the route"
+                        ))));
+                    };
+                    let stream = tcp(addr).await?;
+                    let stream = tokio_rustls::TlsConnector::from(tls.config(http1_only))
+                        .connect(name, stream)
                         .await
-                        .map_err(ConnectError::Refused)?;
-                    let _ = stream.set_nodelay(true);
-                    start(stream).await
+                        .map_err(ConnectError::Tls)?;
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        start_http2(stream).await
+                    } else {
+                        start_http1(stream).await
+                    }
                 }
                 Target::Unix(path) => {
                     #[cfg(unix)]
@@ -154,7 +293,7 @@ impl Pool {
                         let stream = tokio::net::UnixStream::connect(path)
                             .await
                             .map_err(ConnectError::Refused)?;
-                        start(stream).await
+                        start_http1(stream).await
                     }
                     #[cfg(not(unix))]
                     {
@@ -171,7 +310,11 @@ impl Pool {
             .unwrap_or(Err(ConnectError::Timeout(timeout)))
     }
 
-    fn put_back(&self, sender: http1::SendRequest<ProxyBody>) {
+    fn put_back(&self, sender: Sender) {
+        // The HTTP/2 connection stays shared in `self.shared`; nothing to return.
+        let Sender::Http1(sender) = sender else {
+            return;
+        };
         if sender.is_closed() || self.max_idle == 0 {
             return;
         }
@@ -184,7 +327,15 @@ impl Pool {
     }
 }
 
-async fn start<S>(stream: S) -> Result<http1::SendRequest<ProxyBody>, ConnectError>
+async fn tcp(addr: &str) -> Result<tokio::net::TcpStream, ConnectError> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(ConnectError::Refused)?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn start_http1<S>(stream: S) -> Result<Sender, ConnectError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -196,7 +347,26 @@ where
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    Ok(sender)
+    Ok(Sender::Http1(sender))
+}
+
+async fn start_http2<S>(stream: S) -> Result<Sender, ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        // Pings while streams are open find a server that vanished without
+        // closing the connection (the shared connection is then replaced).
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(Sender::Http2(sender))
 }
 
 impl PooledConn {
