@@ -464,17 +464,20 @@ impl Upstream {
                 req.headers_mut().insert(HOST, server.host_header.clone());
             }
             fit_to_connection(&mut req, &conn.sender, &server.pool.target().scheme());
-            let exchange = self.exchange(&server, conn, req);
+            let exchange = self.exchange(&server, conn, req, tried);
             let result = match tokio::time::timeout_at(deadline, exchange).await {
                 Ok(result) => result,
-                Err(_) => Err(UpstreamError {
-                    kind: FailureKind::ResponseTimeout,
-                    server: Some(server.label.clone()),
-                    detail: format!("waited {}", humantime::format_duration(self.settings.response_timeout)),
-                }),
+                Err(_) => Err((
+                    UpstreamError {
+                        kind: FailureKind::ResponseTimeout,
+                        server: Some(server.label.clone()),
+                        detail: format!("waited {}", humantime::format_duration(self.settings.response_timeout)),
+                    },
+                    server.clone(),
+                )),
             };
             return match result {
-                Ok(response) => {
+                Ok((response, server)) => {
                     if self.settings.fail_statuses.contains(&response.status().as_u16()) {
                         server.count_failure(FailureKind::Protocol);
                         if self.servers.len() >= 2 {
@@ -494,7 +497,7 @@ impl Upstream {
                     }
                     Ok(Answer { response, server })
                 }
-                Err(e) => {
+                Err((e, server)) => {
                     self.failed(&server, e.kind);
                     Err(e)
                 }
@@ -510,24 +513,35 @@ impl Upstream {
         }))
     }
 
-    /// One request on one connection, with the stale-connection retry.
+    /// One request on one connection, with the one replay that is safe.
+    ///
+    /// The request is sent again, once, on a new connection when the first
+    /// one closed before any byte of the response and either the request was
+    /// never written (hyper gives it back) or it is idempotent without a
+    /// body (then a copy goes). That covers a pooled connection that went
+    /// stale, and a server that was stopping: it closes its kept-alive
+    /// connections and resets those still waiting in its listen backlog. So
+    /// the replay goes to another server that takes requests when there is
+    /// one (a deploy), else to the same server. Returns the server that
+    /// answered, or the one that failed.
     async fn exchange(
         &self,
-        server: &Server,
+        server: &Arc<Server>,
         mut conn: PooledConn,
         req: Request<ProxyBody>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
-        let replay = (conn.reused && is_idempotent(req.method()) && req.body().is_end_stream())
+        tried: u64,
+    ) -> Result<(Response<PooledBody>, Arc<Server>), (UpstreamError, Arc<Server>)> {
+        let replay = (is_idempotent(req.method()) && req.body().is_end_stream())
             .then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
         let reused = conn.reused;
         let first = conn.sender.try_send_request(req).await;
         let mut err = match first {
-            Ok(resp) => return Ok(pooled(resp, conn)),
+            Ok(resp) => return Ok((pooled(resp, conn), server.clone())),
             Err(err) => err,
         };
         let again = match (err.take_message(), replay) {
-            (Some(req), _) if reused => Some(req),
-            (None, Some((method, uri, headers))) if reused => {
+            (Some(req), _) => Some(req),
+            (None, Some((method, uri, headers))) => {
                 let mut again = Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
                 *again.method_mut() = method;
                 *again.uri_mut() = uri;
@@ -536,21 +550,49 @@ impl Upstream {
             }
             _ => None,
         };
-        let Some(again) = again else {
-            return Err(classify(server, &err.into_error()));
+        let error = err.into_error();
+        let failure = classify(server, &error);
+        let Some(again) = again.filter(|_| failure.kind == FailureKind::ResetBeforeResponse) else {
+            return Err((failure, server.clone()));
         };
-        tracing::debug!(upstream = %server.label, "pooled connection went stale; retrying on a new one");
+        if !reused {
+            // A new connection reset: the server itself is to blame.
+            self.failed(server, failure.kind);
+        }
+        let next = self
+            .servers
+            .iter()
+            .position(|s| Arc::ptr_eq(s, server))
+            .map_or(tried, |i| tried | (1 << i.min(63)));
+        let retry = self
+            .pick(monotonic_millis(), next)
+            .map_or_else(|| server.clone(), |i| self.servers[i].clone());
+        tracing::debug!(
+            upstream = %server.label,
+            retry = %retry.label,
+            reused,
+            "connection closed before the response ({}); sending the request again on a new connection",
+            error_chain(&error)
+        );
+        retry.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _guard = InFlightGuard(retry.clone());
         let upgrade = again.headers().contains_key(UPGRADE);
-        let mut fresh = server.pool.checkout_fresh(upgrade).await.map_err(|e| UpstreamError {
-            kind: e.kind(),
-            server: Some(server.label.clone()),
-            detail: e.to_string(),
-        })?;
+        let mut fresh = match retry.pool.checkout_fresh(upgrade).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                let e = UpstreamError {
+                    kind: e.kind(),
+                    server: Some(retry.label.clone()),
+                    detail: e.to_string(),
+                };
+                return Err((e, retry));
+            }
+        };
         let mut again = again;
-        fit_to_connection(&mut again, &fresh.sender, &server.pool.target().scheme());
+        fit_to_connection(&mut again, &fresh.sender, &retry.pool.target().scheme());
         match fresh.sender.send_request(again).await {
-            Ok(resp) => Ok(pooled(resp, fresh)),
-            Err(e) => Err(classify(server, &e)),
+            Ok(resp) => Ok((pooled(resp, fresh), retry)),
+            Err(e) => Err((classify(&retry, &e), retry)),
         }
     }
 }
@@ -746,6 +788,113 @@ mod tests {
         for m in ["POST", "PATCH", "CONNECT", "PROPFIND"] {
             assert!(!is_idempotent(&m.parse().unwrap()), "{m}");
         }
+    }
+
+    /// A server that resets every connection after reading the request head,
+    /// as a stopping server does to connections in its listen backlog.
+    /// Returns its address and a count of the connections it took.
+    async fn resetting_server() -> (String, Arc<AtomicUsize>) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let taken = Arc::new(AtomicUsize::new(0));
+        let count = taken.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.set_zero_linger();
+                drop(stream);
+            }
+        });
+        (addr, taken)
+    }
+
+    /// A server that answers every request `200` with the body `B`.
+    async fn answering_server() -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let taken = Arc::new(AtomicUsize::new(0));
+        let count = taken.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nB";
+                        if stream.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, taken)
+    }
+
+    fn two_servers(first: &str, second: &str) -> Arc<Upstream> {
+        let url = |a: &str| ServerUrl::parse(&format!("http://{a}")).unwrap();
+        Upstream::new(
+            UpstreamSettings {
+                servers: vec![url(first), url(second)],
+                connect_timeout: Duration::from_secs(2),
+                response_timeout: Duration::from_secs(5),
+                pool_idle_timeout: Duration::from_secs(60),
+                pool_max_idle: 8,
+                balance: Balance::RoundRobin,
+                passive: Passive {
+                    max_fails: 3,
+                    eject_time: Duration::from_secs(10),
+                },
+                fail_statuses: Vec::new(),
+                active: None,
+                tls: None,
+            },
+            &Metrics::new(),
+        )
+    }
+
+    fn request(method: &str, body: &'static str) -> Request<ProxyBody> {
+        let body = http_body_util::Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed();
+        let mut req = Request::new(body);
+        *req.method_mut() = method.parse().unwrap();
+        *req.uri_mut() = http::Uri::from_static("/server");
+        req.headers_mut().insert(HOST, HeaderValue::from_static("app.example"));
+        req
+    }
+
+    // A deploy: the first server picked is stopping and resets a brand-new
+    // connection (not a stale pooled one). A GET goes to the other server;
+    // a POST is never sent twice. On the old code the GET got a 502.
+    #[tokio::test]
+    async fn a_reset_new_connection_sends_an_idempotent_request_to_another_server() {
+        let (stopping, resets) = resetting_server().await;
+        let (healthy, answers) = answering_server().await;
+
+        let upstream = two_servers(&stopping, &healthy);
+        let answer = upstream
+            .send(request("GET", ""), None)
+            .await
+            .expect("the GET is answered");
+        assert_eq!(answer.response.status(), StatusCode::OK);
+        assert_eq!(answer.server.label, format!("http://{healthy}"));
+        assert_eq!(resets.load(Ordering::SeqCst), 1);
+        assert_eq!(answers.load(Ordering::SeqCst), 1);
+
+        let upstream = two_servers(&stopping, &healthy);
+        let err = match upstream.send(request("POST", "x=1"), None).await {
+            Ok(a) => panic!("a POST was replayed to {}", a.server.label),
+            Err(e) => e,
+        };
+        assert_eq!(err.kind, FailureKind::ResetBeforeResponse);
+        assert_eq!(err.server.as_deref(), Some(format!("http://{stopping}").as_str()));
+        assert_eq!(resets.load(Ordering::SeqCst), 2);
+        assert_eq!(answers.load(Ordering::SeqCst), 1, "the POST reached a second server");
     }
 
     #[test]
