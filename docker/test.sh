@@ -20,9 +20,9 @@ export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
 
 # One Docker test at a time on this machine: a second run would use (and the
 # first one then stop) the same engine.
-exec 9>/run/lock/tlsfront-docker-test.lock
+exec 9>/tmp/tlsfront-docker-test.lock
 if ! flock -w 900 9; then
-  echo "docker test: another run still holds /run/lock/tlsfront-docker-test.lock after 15 min" >&2
+  echo "docker test: another run still holds /tmp/tlsfront-docker-test.lock after 15 min" >&2
   exit 1
 fi
 
@@ -86,7 +86,7 @@ else
   # compiled dependency layer) are kept for the next run.
   echo "starting dockerd (data root /var/lib/docker, log $dockerd_log)"
   /usr/sbin/dockerd --data-root /var/lib/docker --host unix:///var/run/docker.sock \
-    >"$dockerd_log" 2>&1 &
+    >"$dockerd_log" 2>&1 9>&- &
   dockerd_pid=$!
   for _ in $(seq 1 60); do
     engine_answers && break
