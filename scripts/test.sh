@@ -38,3 +38,11 @@ npm ci --prefix tests/apps/express_app --no-audit --no-fund --loglevel=error
 
 echo "== end-to-end: real apps (Flask, Django, Express) behind tlsfront and doctor"
 TLSFRONT_BIN="$PWD/target/debug/tlsfront" .venv/bin/python -m pytest tests/e2e -q
+
+# ---- Docker, with a real engine (docker/test.sh) --------------------------------
+# Starts dockerd when none answers (and stops it again), builds stand-in base
+# images when no registry can be reached, builds docker/Dockerfile and runs the
+# compose demo end to end on 127.0.0.1 ports. See docker/README.md.
+echo "== docker: the image built and the compose demo run end to end (docker/test.sh)"
+bash docker/test.sh
+# ---- end of Docker ---------------------------------------------------------------
