@@ -444,10 +444,15 @@ impl Proxy {
             }
             Selected::NoPath => return Err((StatusCode::NOT_FOUND, "404 Not Found: no route for this path")),
         };
-        let path = match &route.strip_prefix {
+        let stripped = match &route.strip_prefix {
             Some(mount) => prefix::strip(&path, mount),
             None => &path,
         };
+        // The common case: nothing to normalise or strip; the target as it came.
+        if stripped == uri.path() {
+            return Ok((route, as_is()));
+        }
+        let path = stripped;
         let target = match uri.query() {
             Some(q) => format!("{path}?{q}"),
             None => path.to_string(),

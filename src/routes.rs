@@ -8,6 +8,7 @@
 //! what no route does. Without any `[[route]]`, the `[upstream]` (or its
 //! default) takes everything, exactly as before routes existed.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::{self, Config, HostPattern, PathPrefix, Sticky};
@@ -236,17 +237,22 @@ impl RouteTable {
 }
 
 /// A Host header or `:authority` as browsers mean it: lower case, without
-/// the port and the trailing dot; an international name as punycode.
-pub fn normalise_host(authority: &str) -> String {
+/// the port and the trailing dot; an international name as punycode. The
+/// usual host (lower-case ASCII) is borrowed, not copied.
+pub fn normalise_host(authority: &str) -> Cow<'_, str> {
     let host = match crate::policy::redirects::split_host_port(authority) {
         Some((h, _)) => h,
         None => authority,
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_ascii() {
-        host.to_ascii_lowercase()
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        }
     } else {
-        idna::domain_to_ascii(host).unwrap_or_else(|_| host.to_lowercase())
+        Cow::Owned(idna::domain_to_ascii(host).unwrap_or_else(|_| host.to_lowercase()))
     }
 }
 

@@ -10,6 +10,8 @@
 //! Also the path normalisation used to pick a route, so that
 //! `/admin/../secret` is routed (and forwarded) as `/secret`.
 
+use std::borrow::Cow;
+
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LOCATION, LOCATION, SET_COOKIE};
 
 use super::cookies::ParsedCookie;
@@ -21,8 +23,33 @@ static REFRESH: HeaderName = HeaderName::from_static("refresh");
 /// unreserved characters decoded (`%61` → `a`, `%2E` → `.`), other escapes
 /// kept with upper-case hex (`%2f` → `%2F`: an encoded slash never splits a
 /// segment), repeated slashes merged, `.` and `..` segments resolved (never
-/// above the root). A trailing slash is kept.
-pub fn normalise_path(path: &str) -> String {
+/// above the root). A trailing slash is kept. An already normal path (the
+/// usual case) is returned as it is, without allocating.
+pub fn normalise_path(path: &str) -> Cow<'_, str> {
+    if is_normal(path) {
+        return Cow::Borrowed(path);
+    }
+    Cow::Owned(normalise_path_slow(path))
+}
+
+/// No `%`, no empty, `.` or `..` segment, starts with `/`, ASCII.
+fn is_normal(path: &str) -> bool {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') || b.contains(&b'%') || !path.is_ascii() {
+        return false;
+    }
+    // Every segment but a final empty one (the trailing slash) is a name.
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if (seg.is_empty() && !last && path.len() > 1) || seg == "." || seg == ".." {
+            return false;
+        }
+    }
+    true
+}
+
+fn normalise_path_slow(path: &str) -> String {
     let decoded = decode_unreserved(path);
     let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     let mut segments: Vec<&str> = Vec::new();
@@ -285,6 +312,12 @@ mod tests {
         ] {
             assert_eq!(normalise_path(raw), normal, "{raw}");
             assert_eq!(normalise_path(normal), normal, "idempotent for {raw}");
+            assert_eq!(normalise_path_slow(raw), normal, "slow path for {raw}");
+            assert_eq!(
+                matches!(normalise_path(normal), Cow::Borrowed(_)),
+                normal.is_ascii() && !normal.contains('%'),
+                "fast path for {normal}"
+            );
         }
     }
 
