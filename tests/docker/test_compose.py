@@ -380,6 +380,26 @@ def test_own_cert_overlay_serves_the_given_certificate(stack: Stack, tuned: Path
     assert stack.session(verify=certs / "cert.pem").get(stack.url("/login"), timeout=10).status_code == 200
 
 
+def test_unix_socket_variant_reaches_gunicorn_over_the_socket(stack: Stack):
+    """compose.unix-socket.yaml: the app's Gunicorn listens on a socket in a
+    shared volume and tlsfront reaches it through a [[route]]."""
+    files = (DOCKER_DIR / "compose.unix-socket.yaml",)
+    stack.compose("up", "-d", "--no-build", files=files, timeout=180)
+    stack.wait_healthy(timeout=120)
+    s = stack.login()
+    who = s.get(stack.url("/whoami"), timeout=10).json()
+    assert who["authenticated"] and who["user"] == DEMO_USER
+    assert who["scheme"] == "https"
+    assert who["headers"].get("X-Forwarded-Proto") == "https", who["headers"]
+    ready = readyz(stack)
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert "unix:/run/app/gunicorn.sock" in ready.stdout, ready.stdout
+    # Nothing listens on the app's TCP port for other containers any more.
+    probe = docker("exec", stack.container("tlsfront"), "tlsfront", "health",
+                   "--url", "http://app:8000/healthz", check=False)
+    assert probe.returncode != 0, probe.stdout
+
+
 def test_down_v_leaves_nothing_behind(stack: Stack):
     assert stack_resources()["volumes"], "the certificate volume should exist before down -v"
     stack.compose("down", "-v", timeout=180)
