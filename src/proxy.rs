@@ -468,9 +468,10 @@ impl Proxy {
                 m.upstream_connect_errors.inc()
             }
             FailureKind::ResponseTimeout => m.upstream_timeouts.inc(),
-            FailureKind::ResetBeforeResponse | FailureKind::Protocol | FailureKind::UpgradeOverHttp2 => {
-                m.upstream_protocol_errors.inc()
-            }
+            FailureKind::ResetBeforeResponse
+            | FailureKind::Protocol
+            | FailureKind::UpgradeOverHttp2
+            | FailureKind::ResetMidBody => m.upstream_protocol_errors.inc(),
             FailureKind::NoHealthyServer => m.upstream_unavailable.inc(),
         };
     }

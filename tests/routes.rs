@@ -459,3 +459,39 @@ async fn reload_swaps_the_route_table_and_keeps_it_on_a_bad_change() {
     assert!(log.contains("route[1]"), "{log}");
     assert_eq!(ask().await, b.addr.to_string(), "the old table keeps serving");
 }
+
+/// A server that breaks its body off after the head is counted as such, per
+/// server (the client already has its status: the body just ends in error).
+#[tokio::test]
+async fn a_body_cut_off_mid_way_is_counted_for_its_server() {
+    use common::raw_upstream::{Behaviour, RawUpstream};
+    let raw = RawUpstream::start(Behaviour::ResetMidBody).await;
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[route]]\nservers = [\"http://{}\"]\n",
+        raw.addr
+    );
+    let proxy = Proxy::start_with_args(&config, &[]);
+    let mut client = Client::connect(&proxy, true).await;
+    let resp = client.send(req(&proxy, "localhost", "/big", true)).await;
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(
+        Duration::from_secs(10),
+        http_body_util::BodyExt::collect(resp.into_body()),
+    )
+    .await
+    .expect("the body ends within 10 s");
+    assert!(body.is_err(), "a cut-off body must not look complete");
+    let needle = format!(
+        "tlsfront_upstream_server_failures_total{{upstream=\"http://{}\",kind=\"reset_mid_body\"}} 1",
+        raw.addr
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = plain_get(proxy.admin_port(), "/metrics").await;
+        if metrics.contains(&needle) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{needle} not in:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -55,6 +55,9 @@ pub enum FailureKind {
     ResponseTimeout,
     /// The server answered with something that is not HTTP.
     Protocol,
+    /// The server broke the response body off after its head (the client
+    /// had its status already: counted, never answered with).
+    ResetMidBody,
     /// The TLS handshake with an `https://` server failed: its certificate
     /// was not verified (unknown CA, wrong name, expired) or no common
     /// version or cipher. The request was not sent.
@@ -80,7 +83,10 @@ impl FailureKind {
         match self {
             FailureKind::ConnectRefused | FailureKind::ConnectTimeout | FailureKind::Tls => "connect",
             FailureKind::ResponseTimeout => "timeout",
-            FailureKind::ResetBeforeResponse | FailureKind::Protocol | FailureKind::UpgradeOverHttp2 => "protocol",
+            FailureKind::ResetBeforeResponse
+            | FailureKind::Protocol
+            | FailureKind::UpgradeOverHttp2
+            | FailureKind::ResetMidBody => "protocol",
             FailureKind::NoHealthyServer => "no_healthy_server",
         }
     }
@@ -93,6 +99,7 @@ impl FailureKind {
             FailureKind::ResetBeforeResponse => "reset",
             FailureKind::ResponseTimeout => "timeout",
             FailureKind::Protocol => "protocol",
+            FailureKind::ResetMidBody => "reset_mid_body",
             FailureKind::Tls => "tls",
             FailureKind::UpgradeOverHttp2 => "upgrade_over_http2",
             FailureKind::NoHealthyServer => "no_healthy_server",
@@ -107,7 +114,7 @@ impl FailureKind {
             }
             FailureKind::ResetBeforeResponse => "502 Bad Gateway: the app closed the connection without answering.",
             FailureKind::ResponseTimeout => "504 Gateway Timeout: the app did not answer in time.",
-            FailureKind::Protocol => "502 Bad Gateway: the app's response was broken.",
+            FailureKind::Protocol | FailureKind::ResetMidBody => "502 Bad Gateway: the app's response was broken.",
             FailureKind::Tls => "502 Bad Gateway: tlsfront could not make a verified TLS connection to the app (certificate not trusted or not for this name).",
             FailureKind::UpgradeOverHttp2 => {
                 "502 Bad Gateway: this app is reached over HTTP/2 (h2c), which cannot carry a WebSocket or other protocol upgrade; use an http:// or https:// server for it."
@@ -144,6 +151,7 @@ impl fmt::Display for UpstreamError {
             FailureKind::ResetBeforeResponse => "connection closed before the response",
             FailureKind::ResponseTimeout => "no response headers in time",
             FailureKind::Protocol => "bad response",
+            FailureKind::ResetMidBody => "response body cut off",
             FailureKind::Tls => "TLS handshake failed",
             FailureKind::UpgradeOverHttp2 => "upgrade refused",
             FailureKind::NoHealthyServer => "no healthy server",
@@ -234,6 +242,7 @@ impl Server {
             FailureKind::Protocol,
             FailureKind::Tls,
             FailureKind::UpgradeOverHttp2,
+            FailureKind::ResetMidBody,
         ]
         .into_iter()
         .map(|k| {
@@ -536,7 +545,7 @@ impl Upstream {
         let reused = conn.reused;
         let first = conn.sender.try_send_request(req).await;
         let mut err = match first {
-            Ok(resp) => return Ok((pooled(resp, conn), server.clone())),
+            Ok(resp) => return Ok((pooled(resp, conn, server), server.clone())),
             Err(err) => err,
         };
         let again = match (err.take_message(), replay) {
@@ -591,7 +600,7 @@ impl Upstream {
         let mut again = again;
         fit_to_connection(&mut again, &fresh.sender, &retry.pool.target().scheme());
         match fresh.sender.send_request(again).await {
-            Ok(resp) => Ok((pooled(resp, fresh), retry)),
+            Ok(resp) => Ok((pooled(resp, fresh, &retry), retry)),
             Err(e) => Err((classify(&retry, &e), retry)),
         }
     }
@@ -675,11 +684,22 @@ fn fit_to_connection(req: &mut Request<ProxyBody>, sender: &Sender, scheme: &Sch
     }
 }
 
-fn pooled(resp: Response<hyper::body::Incoming>, conn: PooledConn) -> Response<PooledBody> {
+fn pooled(resp: Response<hyper::body::Incoming>, conn: PooledConn, server: &Server) -> Response<PooledBody> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         resp.map(PooledBody::detached)
     } else {
-        resp.map(|b| PooledBody::new(b, conn))
+        let cut_off = server
+            .metrics_failures
+            .iter()
+            .find(|(k, _)| *k == FailureKind::ResetMidBody)
+            .map(|(_, c)| c.clone());
+        resp.map(|b| {
+            let body = PooledBody::new(b, conn);
+            match cut_off {
+                Some(c) => body.counting_cut_off(c),
+                None => body,
+            }
+        })
     }
 }
 

@@ -383,6 +383,8 @@ impl PooledConn {
 pub struct PooledBody {
     inner: Incoming,
     conn: Option<PooledConn>,
+    /// Counts a body cut off by the server after its head (reset mid-body).
+    cut_off: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl PooledBody {
@@ -391,6 +393,7 @@ impl PooledBody {
         let mut body = PooledBody {
             inner,
             conn: Some(conn),
+            cut_off: None,
         };
         if body.inner.is_end_stream() {
             body.release();
@@ -401,7 +404,17 @@ impl PooledBody {
     /// A body whose connection never goes back to the pool (a 101: the
     /// socket now belongs to the upgraded protocol).
     pub fn detached(inner: Incoming) -> Self {
-        PooledBody { inner, conn: None }
+        PooledBody {
+            inner,
+            conn: None,
+            cut_off: None,
+        }
+    }
+
+    /// Counts into `counter` when the server breaks the body off.
+    pub fn counting_cut_off(mut self, counter: prometheus_client::metrics::counter::Counter) -> Self {
+        self.cut_off = Some(counter);
+        self
     }
 
     fn release(&mut self) {
@@ -420,7 +433,12 @@ impl Body for PooledBody {
         match &polled {
             Poll::Ready(None) => self.release(),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => self.conn = None,
+            Poll::Ready(Some(Err(_))) => {
+                self.conn = None;
+                if let Some(c) = self.cut_off.take() {
+                    c.inc();
+                }
+            }
             _ => {}
         }
         polled
