@@ -1359,6 +1359,37 @@ rewrite_location = false
         }
     }
 
+    /// Every key a `[[route]]` can have is documented in the shipped file's
+    /// route section (indented `#   key = ...` lines).
+    #[test]
+    fn shipped_config_documents_every_route_key() {
+        let shipped = include_str!("../config/tlsfront.toml");
+        let c = parse(
+            "[[route]]\nhost = \"a.example\"\npath = \"/x\"\nurl = \"http://127.0.0.1:1\"\nconnect_timeout = \"1s\"\nresponse_timeout = \"1s\"\n",
+        )
+        .unwrap();
+        let shown = c.to_string();
+        let route = &shown[shown.find("[[route]]").unwrap()..];
+        let mut keys: Vec<&str> = route
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
+            .filter(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .collect();
+        keys.extend(["servers", "ca", "server_name"]);
+        for key in keys {
+            assert!(
+                shipped.contains(&format!("#   {key} = ")),
+                "route key {key} is not documented in config/tlsfront.toml"
+            );
+        }
+        for table in ["cookies", "forwarded", "redirects", "headers"] {
+            assert!(
+                shipped.contains(&format!("#   [route.{table}]")),
+                "[route.{table}] undocumented"
+            );
+        }
+    }
+
     #[test]
     fn display_round_trips() {
         let c = parse("[cookies]\nsame_site = \"strict\"\n[forwarded]\ntrusted_proxies=[\"10.0.0.0/8\"]").unwrap();
