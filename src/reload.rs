@@ -16,30 +16,50 @@ const POLL: Duration = Duration::from_secs(1);
 /// Lets a writer finish replacing both files before they are read.
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// Watches for SIGHUP and certificate changes until the process ends.
-pub async fn watch(server: Arc<Server>, loader: Loader) {
+/// SIGHUP, listened for from the moment this is made: made before the
+/// listeners are announced, so that a SIGHUP sent as soon as tlsfront says
+/// "listening on" reloads instead of meeting the default action (exit).
+pub struct Hangup {
     #[cfg(unix)]
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGHUP, reload on signal is off: {e}");
-            None
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    /// Starts listening for SIGHUP (a warning when that is impossible).
+    pub fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            let signal = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGHUP, reload on signal is off: {e}");
+                    None
+                }
+            };
+            Hangup { signal }
         }
-    };
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+
+    /// The next SIGHUP; never, when it cannot be listened for.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = self.signal.as_mut() {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+/// Watches for SIGHUP and certificate changes until the process ends.
+pub async fn watch(server: Arc<Server>, loader: Loader, mut hangup: Hangup) {
     let mut seen = fingerprint(&server.current().watch);
     let mut tick = tokio::time::interval(POLL);
     loop {
-        #[cfg(unix)]
-        let signalled = async {
-            match hangup.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let signalled = std::future::pending::<Option<()>>();
         tokio::select! {
-            _ = signalled => {
+            _ = hangup.recv() => {
                 server.reload(&loader, "SIGHUP");
                 seen = fingerprint(&server.current().watch);
             }

@@ -172,6 +172,10 @@ impl Server {
 /// certificate changes, then drains in-flight work for up to
 /// `limits.shutdown_timeout`.
 pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
+    // Before anything is announced: a signal sent as soon as "listening on"
+    // is logged must find its handler, not the default action (exit).
+    let shutdown_signal = ShutdownSignal::listen();
+    let hangup = reload::Hangup::listen();
     let config = initial.config.clone();
     let dev_ca = initial.dev_ca.clone();
     let https = bind(config.listen.https, "listen.https").await?;
@@ -230,9 +234,9 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
     }
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
     tracker.spawn(accept_tls(https, https_addr, server.clone(), connections, shutdown_rx));
-    tokio::spawn(reload::watch(server.clone(), loader));
+    tokio::spawn(reload::watch(server.clone(), loader, hangup));
 
-    wait_for_shutdown_signal().await;
+    shutdown_signal.wait().await;
     server.shutting_down.store(true, Ordering::Relaxed);
     let grace = server.current().config.limits.shutdown_timeout;
     tracing::info!(
@@ -287,21 +291,39 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
-async fn wait_for_shutdown_signal() {
+/// SIGTERM and SIGINT, listened for from the moment this is made.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignal {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signals = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => None,
+            };
+            ShutdownSignal { signals }
         }
+        #[cfg(not(unix))]
+        ShutdownSignal {}
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+
+    /// The first SIGTERM or SIGINT (Ctrl-C where those cannot be listened for).
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = self.signals {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn accept_tls(
