@@ -161,31 +161,74 @@ def client_env(run: Path) -> dict:
     return dict(os.environ, OPENSSL_CONF=str(cnf))
 
 
+UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def wrk_result(out: str) -> dict:
+    """Requests/s, p99 (ms, when --latency was given), bytes read and errors of
+    a wrk run. Errors are socket errors (connect, read, write, timeout) plus
+    responses other than 2xx/3xx; a run that completed no request is one too."""
+    done = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m), ([\d.]+)([KMGT]?B) read", out)
+    if not done:
+        raise ValueError(f"not a wrk report:\n{out}")
+    secs = float(done.group(2)) * {"ms": 0.001, "s": 1, "m": 60}[done.group(3)]
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
+    errors += int(non_2xx.group(1)) if non_2xx else 0
+    if int(done.group(1)) == 0:
+        errors += 1
+    result = {
+        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "bytes_per_sec": float(done.group(4)) * UNITS[done.group(5)] / secs,
+        "errors": errors,
+    }
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    if p99:
+        result["p99"] = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
+    return result
+
+
+def h2load_result(out: str) -> dict:
+    """Requests/s and errors of an h2load run: its "failed" count (which
+    includes non-2xx/3xx answers, errors and timeouts) plus requests never done."""
+    rate = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1))
+    req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    total, _, done, _, failed = (int(n) for n in req.groups())
+    return {"rate": rate, "errors": failed + (total - done)}
+
+
 def load(name: str, port: int, scenario: str, secs: int, run: Path) -> dict:
     pin = ["taskset", "-c", LOAD_CPU]
     url = f"https://127.0.0.1:{port}"
     env = client_env(run)
     if scenario == "h1":
-        out = sh(pin + ["wrk", "-t1", "-c50", f"-d{secs}s", "--latency", f"{url}/"], env=env).stdout
-        rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-        p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-        p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
-        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        return {"rate": rate, "p99": p99_ms, "errors": int(errors.group(1)) if errors else 0}
+        r = wrk_result(sh(pin + ["wrk", "-t1", "-c50", f"-d{secs}s", "--latency", f"{url}/"], env=env).stdout)
+        return {"rate": r["rate"], "p99": r["p99"], "errors": r["errors"]}
     if scenario == "h2":
         out = sh(pin + ["h2load", "--tls13-ciphers=TLS_AES_128_GCM_SHA256", "-t1", "-c10", "-m10", "-D", str(secs), f"{url}/"], env=env).stdout
-        rate = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
-        failed = int(re.search(r"(\d+) failed", out).group(1))
-        return {"rate": rate, "errors": failed}
+        return h2load_result(out)
     if scenario == "hs":
         out = sh(pin + [str(ROOT / "target/release/examples/hsload"), f"127.0.0.1:{port}", "50", str(secs)]).stdout
         m = re.search(r"handshakes: (\d+) errors: (\d+) seconds: ([\d.]+) rate: ([\d.]+)", out)
         return {"rate": float(m.group(4)), "errors": int(m.group(2))}
     if scenario == "big":
-        out = sh(pin + ["wrk", "-t1", "-c10", f"-d{secs}s", f"{url}/1m"], env=env).stdout
-        rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-        return {"rate": rate * (1048576 + 200) / 1048576, "errors": 0}
+        # MiB/s from the bytes wrk read, not requests x 1 MiB: a cut response
+        # must not count as a whole one (and is an error, from its socket).
+        r = wrk_result(sh(pin + ["wrk", "-t1", "-c10", f"-d{secs}s", f"{url}/1m"], env=env).stdout)
+        return {"rate": r["bytes_per_sec"] / 1048576, "errors": r["errors"]}
     raise ValueError(scenario)
+
+
+def failed_runs(results: dict) -> list[str]:
+    """Every measured run that had errors, as "target scenario: n errors"."""
+    return [
+        f"{t} {s} (run {i + 1}): {r['errors']} errors"
+        for t, by_scenario in results.items()
+        for s, runs in by_scenario.items()
+        for i, r in enumerate(runs)
+        if r.get("errors", 0)
+    ]
 
 
 async def hold(port: int, n: int) -> list:
@@ -255,6 +298,7 @@ def main():
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(0.5)
     results: dict = {t: {s: [] for s in scenarios} for t in TARGETS}
+    warmup_errors: list[str] = []
     started = time.time()
     try:
         for rep in range(reps):
@@ -266,7 +310,9 @@ def main():
                     for s in scenarios:
                         if s == "mem":
                             continue
-                        load(t, proxy.port, s, 1, run)  # warm-up
+                        warm = load(t, proxy.port, s, 1, run)
+                        if warm["errors"]:
+                            warmup_errors.append(f"{t} {s} (warm-up, round {rep + 1}): {warm['errors']} errors")
                         t0 = cpu_ticks(proxy.proc.pid)
                         w0 = time.time()
                         r = load(t, proxy.port, s, secs, run)
@@ -324,12 +370,20 @@ def main():
         note = "" if better == "higher" else " (lower is better)"
         lines.append(f"| {label}{note} | {fmt(vals['nginx'])} | {fmt(vals['haproxy'])} | {fmt(vals['tlsfront'])} | "
                      f"{rn:.2f}x | {rh:.2f}x | {rb:.2f}x |")
+    failures = warmup_errors + failed_runs(results)
+    if failures:
+        lines += ["", "**Not valid: requests failed during the run** (" + "; ".join(failures) + ")"]
     report = "\n".join(lines)
     print("\n" + report)
     out = Path(args.out) if args.out else run
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(report + "\n")
     print(f"\nreport: {out / 'report.md'}; raw logs: {run}; took {time.time() - started:.0f} s")
+    if failures:
+        # Rates measured while requests fail are not comparable: the run fails.
+        print("\nFAILED: runs with errors:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
 
 
 def cpu_model() -> str:

@@ -15,15 +15,25 @@ command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninte
 echo "== openssl s_client for the TLS version tests (Debian package)"
 command -v openssl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null)
 
-echo "== cargo fmt --check"
+echo "== cargo fmt --check (the crate, and the fuzz/ workspace)"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 
-echo "== cargo clippy -D warnings"
+echo "== cargo clippy -D warnings (the crate, and the fuzz/ workspace)"
 cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --quiet -- -D warnings
 
 echo "== cargo test (unit + integration, real sockets and TLS)"
 cargo build --quiet
-cargo test --quiet
+if cargo nextest --version >/dev/null 2>&1; then
+  # Each test in its own process; .config/nextest.toml kills a test still
+  # running after 3 minutes and fails it by name.
+  cargo nextest run --no-fail-fast
+  cargo test --quiet --doc
+else
+  echo "cargo-nextest not installed: cargo test, with no per-test timeout (cargo install cargo-nextest --locked)"
+  timeout 30m cargo test --quiet
+fi
 
 echo "== fuzz smoke: every cargo-fuzz target for 10 s, replaying the committed regressions"
 # Seeded, so that a failure here can be reproduced; explore unseeded and longer
@@ -37,7 +47,9 @@ echo "== npm packages of the Express sample app (pinned by package-lock.json)"
 npm ci --prefix tests/apps/express_app --no-audit --no-fund --loglevel=error
 
 echo "== end-to-end: real apps (Flask, Django, Express) behind tlsfront and doctor"
-TLSFRONT_BIN="$PWD/target/debug/tlsfront" .venv/bin/python -m pytest tests/e2e -q
+# pytest-timeout (pinned in tests/e2e/requirements.txt) fails a test that
+# runs longer than 2 minutes, with its name.
+TLSFRONT_BIN="$PWD/target/debug/tlsfront" .venv/bin/python -m pytest tests/e2e bench/test_bench.py -q --timeout 120
 
 # ---- Docker, with a real engine (docker/test.sh) --------------------------------
 # Starts dockerd when none answers (and stops it again), builds stand-in base

@@ -26,14 +26,29 @@ pub enum AppError {
     Runtime(String),
     /// `doctor` found errors (exit 1, the report says what).
     Findings,
+    /// `health` did not get a 200: exit 1 when the endpoint answered (e.g.
+    /// 503 while shutting down), 3 when nothing answered, 2 for a bad `--url`.
+    Health {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        error: crate::health::HealthError,
+    },
 }
 
 impl AppError {
-    /// 2 for bad input (config, certificates), 1 for failures at run time.
+    /// 2 for bad input (config, certificates), 1 for failures at run time;
+    /// `health` adds 3 for an admin endpoint that did not answer at all.
     pub fn exit_code(&self) -> u8 {
+        use crate::health::HealthError;
         match self {
             AppError::Config(_) | AppError::Tls(_) => 2,
             AppError::Server(_) | AppError::Runtime(_) | AppError::Findings => 1,
+            AppError::Health { error, .. } => match error {
+                HealthError::Unhealthy(_) => 1,
+                HealthError::InvalidUrl(_) => 2,
+                HealthError::Unreachable(_) => 3,
+            },
         }
     }
 }
@@ -46,6 +61,11 @@ impl fmt::Display for AppError {
             AppError::Server(e) => e.fmt(f),
             AppError::Runtime(e) => f.write_str(e),
             AppError::Findings => f.write_str("doctor found problems that break sessions or security (see above)"),
+            AppError::Health { url, error } => match error {
+                crate::health::HealthError::Unhealthy(_) => write!(f, "unhealthy: {url}: {error}"),
+                crate::health::HealthError::Unreachable(_) => write!(f, "unreachable: {url}: {error}"),
+                crate::health::HealthError::InvalidUrl(_) => write!(f, "{url}: {error}"),
+            },
         }
     }
 }
@@ -292,7 +312,7 @@ fn health(args: HealthArgs) -> Result<(), AppError> {
             println!("healthy: {url}: {line}");
             Ok(())
         }
-        Err(e) => Err(AppError::Runtime(format!("unhealthy: {url}: {e}"))),
+        Err(error) => Err(AppError::Health { url, error }),
     }
 }
 

@@ -25,7 +25,11 @@ pub enum Command {
     Check(CheckArgs),
     /// Write a development CA and a certificate signed by it.
     Cert(CertArgs),
-    /// Ask a running tlsfront's admin endpoint whether it is healthy (exit 0/1), for container health checks.
+    /// Ask a running tlsfront's admin endpoint whether it is healthy, for container health checks.
+    ///
+    /// Exit status: 0 healthy (200); 1 the endpoint answered something else
+    /// (503 while shutting down); 2 no admin endpoint configured or an invalid
+    /// --url; 3 no answer (connection refused or timed out, not HTTP).
     Health(HealthArgs),
     /// Check the app behind tlsfront for what breaks sessions and security behind a proxy, and how to fix it.
     Doctor(DoctorArgs),

@@ -260,6 +260,8 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Every family the README lists, with a sample line each: a family
+    /// registered but not listed here, or listed but not exposed, fails.
     #[test]
     fn exposition_has_every_family() {
         let m = Metrics::new();
@@ -267,29 +269,83 @@ mod tests {
         m.count_status(502);
         m.upstream_connect_errors.inc();
         m.count_limit("body");
+        m.hints.get_or_create(&vec![("kind", "cookie_without_secure")]).inc();
+        m.upstream_duration.observe(0.01);
+        m.open_tunnels.inc();
         m.set_certificate_expiry(&[("old.test".into(), 1)]);
         m.set_certificate_expiry(&[("a.test".into(), 1_900_000_000), ("a.test".into(), 5)]);
         m.count_proxy_protocol_rejected(Rejection::UntrustedPeer);
+        let server = vec![("upstream", "http://10.0.0.5:8000".to_string())];
+        m.server_responses.get_or_create(&server).inc();
+        m.server_up.get_or_create(&server).set(1);
+        let mut failure = server.clone();
+        failure.push(("kind", "connect_refused".to_string()));
+        m.server_failures.get_or_create(&failure).inc();
         let text = m.encode();
         assert!(
             !text.contains("old.test"),
             "a replaced certificate stays listed:\n{text}"
         );
+        let families = [
+            ("requests", "tlsfront_requests_total{class=\"2xx\"} 1"),
+            ("request_duration_seconds", "tlsfront_request_duration_seconds_bucket"),
+            (
+                "upstream_response_duration_seconds",
+                "tlsfront_upstream_response_duration_seconds_count 1",
+            ),
+            ("upstream_errors", "tlsfront_upstream_errors_total{kind=\"connect\"} 1"),
+            ("open_connections", "tlsfront_open_connections 0"),
+            ("open_tunnels", "tlsfront_open_tunnels 1"),
+            ("tls_handshakes", "tlsfront_tls_handshakes_total 0"),
+            ("tls_handshake_failures", "tlsfront_tls_handshake_failures_total 0"),
+            ("received_bytes", "tlsfront_received_bytes_total 0"),
+            ("sent_bytes", "tlsfront_sent_bytes_total 0"),
+            ("config_reloads", "tlsfront_config_reloads_total 0"),
+            ("config_reload_failures", "tlsfront_config_reload_failures_total 0"),
+            ("limit_rejections", "tlsfront_limit_rejections_total{limit=\"body\"} 1"),
+            ("hints", "tlsfront_hints_total{kind=\"cookie_without_secure\"} 1"),
+            (
+                "upstream_server_responses",
+                "tlsfront_upstream_server_responses_total{upstream=\"http://10.0.0.5:8000\"} 1",
+            ),
+            (
+                "upstream_server_failures",
+                "tlsfront_upstream_server_failures_total{upstream=\"http://10.0.0.5:8000\",kind=\"connect_refused\"} 1",
+            ),
+            (
+                "upstream_server_up",
+                "tlsfront_upstream_server_up{upstream=\"http://10.0.0.5:8000\"} 1",
+            ),
+            (
+                "certificate_expiry_timestamp_seconds",
+                "tlsfront_certificate_expiry_timestamp_seconds{name=\"a.test\"} 1900000000",
+            ),
+            (
+                "proxy_protocol_rejected",
+                "tlsfront_proxy_protocol_rejected_total{reason=\"untrusted_peer\"} 1",
+            ),
+        ];
+        let exposed: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE tlsfront_"))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let listed: Vec<&str> = families.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            exposed.iter().collect::<std::collections::BTreeSet<_>>(),
+            listed.iter().collect::<std::collections::BTreeSet<_>>(),
+            "exposed families and the ones this test (and the README) lists differ:\n{text}"
+        );
+        for (_, sample) in families {
+            assert!(text.contains(sample), "{sample} missing in:\n{text}");
+        }
+        // Every status class, upstream error kind and PROXY rejection reason exists from the start.
         for needle in [
-            "tlsfront_requests_total{class=\"2xx\"} 1",
             "tlsfront_requests_total{class=\"5xx\"} 1",
-            "tlsfront_upstream_errors_total{kind=\"connect\"} 1",
-            "tlsfront_request_duration_seconds_bucket",
-            "tlsfront_open_connections 0",
-            "tlsfront_tls_handshakes_total 0",
-            "tlsfront_tls_handshake_failures_total 0",
-            "tlsfront_received_bytes_total 0",
-            "tlsfront_sent_bytes_total 0",
-            "tlsfront_config_reloads_total 0",
-            "tlsfront_config_reload_failures_total 0",
-            "tlsfront_limit_rejections_total{limit=\"body\"} 1",
-            "tlsfront_certificate_expiry_timestamp_seconds{name=\"a.test\"} 1900000000",
-            "tlsfront_proxy_protocol_rejected_total{reason=\"untrusted_peer\"} 1",
+            "tlsfront_requests_total{class=\"1xx\"} 0",
+            "tlsfront_upstream_errors_total{kind=\"timeout\"} 0",
+            "tlsfront_upstream_errors_total{kind=\"protocol\"} 0",
+            "tlsfront_upstream_errors_total{kind=\"no_healthy_server\"} 0",
             "tlsfront_proxy_protocol_rejected_total{reason=\"timeout\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");

@@ -269,6 +269,8 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("shutdown_timeout reached with connections still open; closing them");
+        let _ = shutdown_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_millis(250), tracker.wait()).await;
     }
     tracing::info!("stopped");
     Ok(())
@@ -484,7 +486,14 @@ async fn serve_tls(
     connection.as_mut().graceful_shutdown();
     match closing {
         None => {
-            let _ = connection.await;
+            // A second signal on the channel is shutdown_timeout running out:
+            // the connection is dropped here, in its own task, so a request
+            // still in flight gets no answer at all (never a 502 made up
+            // while the runtime tears the upstream side down).
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shutdown.changed() => {}
+            }
         }
         Some(why) => {
             tracing::debug!(peer = %conn.peer, "closing connection: {why}");

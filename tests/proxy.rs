@@ -365,7 +365,10 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         let req = Request::get("/slow").header("host", "localhost").body(empty()).unwrap();
         c.text(req).await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // In flight: the app has the request (and takes 5 s to answer it).
+    tokio::time::timeout(Duration::from_secs(10), up.slow_started.notified())
+        .await
+        .expect("the request reaches the app");
     let status = tokio::task::spawn_blocking(move || proxy.terminate()).await.unwrap();
     let (parts, body) = pending.await.unwrap();
     assert_eq!(parts.status, 200);

@@ -15,7 +15,8 @@
 //!  5. `ParsedCookie::parse` gives the same name and value for input and output;
 //!  6. what `Hardening` reports was added really was (one more attribute), and
 //!     what was not added is not there more often than before;
-//! and for every parseable input (hardened or not): the result satisfies the
+//!
+//! And for every parseable input (hardened or not): the result satisfies the
 //! policy (Secure / HttpOnly / SameSite present where the policy asks).
 //! Finally `harden_response` over the input's lines (as separate Set-Cookie
 //! headers) keeps their number and order and agrees with `harden`.

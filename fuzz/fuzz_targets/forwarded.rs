@@ -20,6 +20,7 @@
 //!     none when disabled; the proto is "https";
 //!  4. every other header is kept, values and order unchanged;
 //!  5. the client is the peer, not via a trusted proxy.
+//!
 //! Trusted peer: never panics; X-Forwarded-Proto is "http" or "https";
 //! X-Forwarded-For/-Proto/-Host/-Port exactly one value each when enabled;
 //! the port is a number; X-Forwarded-For ends with the peer; every header

@@ -32,7 +32,13 @@ fn cookie_path(value: &[u8]) -> Option<Vec<u8>> {
     for attr in value.split(|&b| b == b';').skip(1) {
         let attr: Vec<u8> = attr.iter().copied().skip_while(|b| *b == b' ' || *b == b'\t').collect();
         if attr.len() >= 5 && attr[..5].eq_ignore_ascii_case(b"path=") {
-            path = Some(attr[5..].iter().copied().filter(|b| *b != b' ' && *b != b'\t').collect());
+            path = Some(
+                attr[5..]
+                    .iter()
+                    .copied()
+                    .filter(|b| *b != b' ' && *b != b'\t')
+                    .collect(),
+            );
         }
     }
     path
@@ -49,7 +55,9 @@ fuzz_target!(|data: &[u8]| {
     // The config only accepts already-normal ASCII prefixes other than "/".
     let prefix = prefix.trim_end_matches('/');
     if !prefix.starts_with('/')
-        || prefix.bytes().any(|b| b <= b' ' || b >= 0x7f || b == b'?' || b == b'#' || b == b';' || b == b',' || b == b'"')
+        || prefix
+            .bytes()
+            .any(|b| b <= b' ' || b >= 0x7f || b == b'?' || b == b'#' || b == b';' || b == b',' || b == b'"')
         || normalise_path(prefix) != prefix
     {
         return;
@@ -61,16 +69,27 @@ fuzz_target!(|data: &[u8]| {
     assert!(normal.starts_with('/'), "{normal:?}");
     assert!(!normal.contains("//"), "{normal:?}");
     for seg in normal.split('/') {
-        assert!(seg != "." && seg != "..", "dot segment left in {normal:?} from {path:?}");
+        assert!(
+            seg != "." && seg != "..",
+            "dot segment left in {normal:?} from {path:?}"
+        );
     }
     let encoded_slashes = |s: &str| s.to_ascii_lowercase().matches("%2f").count();
-    assert_eq!(encoded_slashes(path), encoded_slashes(&normal), "%2F decoded: {path:?} -> {normal:?}");
+    assert_eq!(
+        encoded_slashes(path),
+        encoded_slashes(&normal),
+        "%2F decoded: {path:?} -> {normal:?}"
+    );
 
     // 3. strip and put back
     if within(&normal, prefix) {
         let rest = strip(&normal, prefix);
         assert!(rest.starts_with('/'), "{rest:?}");
-        let back = if rest == "/" { prefix.to_string() } else { format!("{prefix}{rest}") };
+        let back = if rest == "/" {
+            prefix.to_string()
+        } else {
+            format!("{prefix}{rest}")
+        };
         let same = back == normal || format!("{back}/") == normal || (rest == "/" && normal == format!("{prefix}/"));
         assert!(same, "strip/put back: {normal:?} -> {rest:?} -> {back:?}");
     }
@@ -83,33 +102,59 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(prefix_response(&mut again, prefix, "app.example"), 0, "not idempotent");
     assert_eq!(again, after);
     for name in before.keys() {
-        if !matches!(name.as_str(), "location" | "content-location" | "refresh" | "set-cookie") {
-            assert_eq!(common::values(&before, name.as_str()), common::values(&after, name.as_str()), "{name} changed");
+        if !matches!(
+            name.as_str(),
+            "location" | "content-location" | "refresh" | "set-cookie"
+        ) {
+            assert_eq!(
+                common::values(&before, name.as_str()),
+                common::values(&after, name.as_str()),
+                "{name} changed"
+            );
         }
     }
-    let (b, a): (Vec<_>, Vec<_>) = (before.get_all(SET_COOKIE).iter().collect(), after.get_all(SET_COOKIE).iter().collect());
+    let (b, a): (Vec<_>, Vec<_>) = (
+        before.get_all(SET_COOKIE).iter().collect(),
+        after.get_all(SET_COOKIE).iter().collect(),
+    );
     assert_eq!(b.len(), a.len(), "Set-Cookie count changed");
     for (b, a) in b.iter().zip(&a) {
         if b == a {
             continue;
         }
         let name_value = |v: &[u8]| v.split(|&c| c == b';').next().map(<[u8]>::to_vec);
-        assert_eq!(name_value(b.as_bytes()), name_value(a.as_bytes()), "cookie value changed: {b:?} -> {a:?}");
+        assert_eq!(
+            name_value(b.as_bytes()),
+            name_value(a.as_bytes()),
+            "cookie value changed: {b:?} -> {a:?}"
+        );
         let p = cookie_path(a.as_bytes()).unwrap_or_else(|| panic!("no Path after rewrite: {a:?}"));
         let p = String::from_utf8(p).unwrap_or_default();
         assert!(within(&p, prefix), "Path {p:?} outside {prefix:?}: {b:?} -> {a:?}");
         let others = |v: &[u8]| -> Vec<Vec<u8>> {
             v.split(|&c| c == b';')
                 .skip(1)
-                .map(|x| x.iter().copied().filter(|c| *c != b' ' && *c != b'\t').collect::<Vec<u8>>())
+                .map(|x| {
+                    x.iter()
+                        .copied()
+                        .filter(|c| *c != b' ' && *c != b'\t')
+                        .collect::<Vec<u8>>()
+                })
                 .filter(|x: &Vec<u8>| !(x.len() >= 4 && x[..4].eq_ignore_ascii_case(b"path")))
                 .collect()
         };
-        assert_eq!(others(b.as_bytes()), others(a.as_bytes()), "attributes changed: {b:?} -> {a:?}");
+        assert_eq!(
+            others(b.as_bytes()),
+            others(a.as_bytes()),
+            "attributes changed: {b:?} -> {a:?}"
+        );
     }
     if let (Some(b), Some(a)) = (before.get(LOCATION), after.get(LOCATION)) {
         if b != a {
-            let (b, a) = (String::from_utf8_lossy(b.as_bytes()), String::from_utf8_lossy(a.as_bytes()));
+            let (b, a) = (
+                String::from_utf8_lossy(b.as_bytes()),
+                String::from_utf8_lossy(a.as_bytes()),
+            );
             let tail = b.find('/').map(|i| &b[i..]).unwrap_or("");
             let tail = if b.starts_with("//") || b.contains("://") {
                 // absolute: the part after the authority
@@ -118,7 +163,10 @@ fuzz_target!(|data: &[u8]| {
             } else {
                 tail
             };
-            assert!(a.ends_with(tail) || tail.starts_with('?') || tail.is_empty(), "Location lost its tail: {b:?} -> {a:?}");
+            assert!(
+                a.ends_with(tail) || tail.starts_with('?') || tail.is_empty(),
+                "Location lost its tail: {b:?} -> {a:?}"
+            );
             assert!(a.contains(prefix), "Location without the prefix: {b:?} -> {a:?}");
         }
     }

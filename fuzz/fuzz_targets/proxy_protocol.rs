@@ -46,13 +46,20 @@ fn check_parse(input: &[u8]) {
         Err(_) => {}
         Ok(Parse::Incomplete { at_least }) => {
             assert!(at_least > input.len(), "Incomplete must ask for more than it got");
-            assert!(at_least <= V1_MAX_LEN.max(V2_MAX_LEN), "at_least {at_least} beyond any header");
+            assert!(
+                at_least <= V1_MAX_LEN.max(V2_MAX_LEN),
+                "at_least {at_least} beyond any header"
+            );
             if input.first() == Some(&b'P') {
                 assert!(at_least <= V1_MAX_LEN, "v1 at_least {at_least} beyond 107 bytes");
             }
         }
         Ok(Parse::Complete { header, consumed }) => {
-            assert!(consumed > 0 && consumed <= input.len(), "consumed {consumed} of {}", input.len());
+            assert!(
+                consumed > 0 && consumed <= input.len(),
+                "consumed {consumed} of {}",
+                input.len()
+            );
             assert_eq!(
                 parse(&input[..consumed]),
                 Ok(Parse::Complete { header, consumed }),
@@ -64,7 +71,10 @@ fn check_parse(input: &[u8]) {
             for k in (0..consumed).step_by(step) {
                 match parse(&input[..k]) {
                     Ok(Parse::Incomplete { at_least }) => {
-                        assert!(at_least > k && at_least <= consumed, "prefix {k}: at_least {at_least}, header {consumed}")
+                        assert!(
+                            at_least > k && at_least <= consumed,
+                            "prefix {k}: at_least {at_least}, header {consumed}"
+                        )
                     }
                     other => panic!("prefix {k} of a {consumed}-byte header: {other:?}"),
                 }

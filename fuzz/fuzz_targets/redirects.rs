@@ -20,7 +20,13 @@
 //!  5. a URL whose host is neither the upstream's nor the public host (and not
 //!     a loopback name when the upstream is loopback) is never rewritten, with
 //!     any scheme spelling, port and tail;
-//!  6. `split_host_port` returns a host that is a prefix of its input.
+//!  6. `split_host_port` returns a host that is a prefix of its input;
+//!  7. a URL at the upstream's own address (its host, any case, or any
+//!     loopback name when the upstream is loopback; its port, or none when
+//!     that is the scheme's default), or at the public host over `http://` or
+//!     `//` (any port), IS rewritten: to `https://` + public host (+ port) +
+//!     the same tail, as a URL, as Location/Content-Location and in Refresh.
+//!     A rewriter that never rewrites fails here.
 #![no_main]
 
 mod common;
@@ -121,6 +127,25 @@ enum UrlPort {
     Any(u16),
 }
 
+/// A URL that must be rewritten (property 7).
+#[derive(Arbitrary, Debug)]
+enum OwnUrl {
+    /// The upstream's address: which spelling of its host (exact, case
+    /// flipped, a loopback alias), scheme, and whether the port is written.
+    Upstream {
+        host: u8,
+        scheme: SchemeGen,
+        port_written: bool,
+    },
+    /// The public host over plain http (or scheme-relative), any port.
+    PublicOverHttp {
+        flip_case: bool,
+        scheme_relative: bool,
+        upper: bool,
+        port: Option<u16>,
+    },
+}
+
 #[derive(Arbitrary, Debug)]
 struct Controls {
     upstream: HostGen,
@@ -130,6 +155,7 @@ struct Controls {
     other: OtherHost,
     scheme: SchemeGen,
     port: UrlPort,
+    own: OwnUrl,
 }
 
 /// Maps bytes onto a DNS-ish name: `[a-z0-9.-]`, never empty.
@@ -154,6 +180,109 @@ fn is_loopback_name(host: &str) -> bool {
 
 fn pick<'a>(pool: &[&'a str], i: u8) -> &'a str {
     pool[i as usize % pool.len()]
+}
+
+const LOOPBACK_NAMES: &[&str] = &["localhost", "127.0.0.1", "[::1]", "LOCALHOST", "127.0.0.2"];
+
+fn flip_case(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+/// Property 7: a URL on the upstream's own address or on the public host
+/// over http must come out as `https://<public>[:port]<tail>`, wherever it is
+/// sent.
+fn check_own_url(own: &OwnUrl, tail: &str, raw_tail: &[u8], ctx: &RedirectContext<'_>) {
+    let up_host = ctx.upstream.host();
+    let up_port = ctx.upstream.port_u16().unwrap_or(80);
+    let authority = match own {
+        OwnUrl::Upstream {
+            host,
+            scheme,
+            port_written,
+        } => {
+            let (scheme, default_port) = match scheme {
+                SchemeGen::Http => ("http://", 80),
+                SchemeGen::HttpUpper => ("HTTP://", 80),
+                SchemeGen::Https => ("https://", 443),
+                SchemeGen::HttpsMixed => ("hTTpS://", 443),
+                SchemeGen::SchemeRelative => ("//", 80),
+            };
+            let host = match host % 3 {
+                1 => flip_case(up_host),
+                2 if is_loopback_name(up_host) => pick(LOOPBACK_NAMES, host / 3).to_string(),
+                _ => up_host.to_string(),
+            };
+            // The port may be left out only when it is the scheme's default.
+            if *port_written || up_port != default_port {
+                format!("{scheme}{host}:{up_port}")
+            } else {
+                format!("{scheme}{host}")
+            }
+        }
+        OwnUrl::PublicOverHttp {
+            flip_case: flip,
+            scheme_relative,
+            upper,
+            port,
+        } => {
+            let scheme = match (scheme_relative, upper) {
+                (true, _) => "//",
+                (false, true) => "HTTP://",
+                (false, false) => "http://",
+            };
+            let host = if *flip {
+                flip_case(ctx.public_host)
+            } else {
+                ctx.public_host.to_string()
+            };
+            match port {
+                Some(p) => format!("{scheme}{host}:{p}"),
+                None => format!("{scheme}{host}"),
+            }
+        }
+    };
+    let url = format!("{authority}{tail}");
+    let wanted = format!("{}{tail}", https_prefix(ctx));
+    // Already what it would become (the upstream is the public https
+    // address): nothing to do, by design.
+    let expected = (wanted != url).then_some(wanted);
+    assert_eq!(
+        rewrite_url(&url, ctx),
+        expected,
+        "{own:?}: {url:?} must become https on the public host ({ctx:?})"
+    );
+    let Some(expected) = expected else {
+        return;
+    };
+    let refresh = format!("0; url={url}");
+    assert_eq!(
+        rewrite_refresh(&refresh, ctx),
+        Some(format!("0; url={expected}")),
+        "Refresh {refresh:?} ({ctx:?})"
+    );
+    let raw_url = [authority.as_bytes(), raw_tail].concat();
+    if let Ok(v) = HeaderValue::from_bytes(&raw_url) {
+        let mut h = HeaderMap::new();
+        h.insert(LOCATION, v.clone());
+        h.insert(CONTENT_LOCATION, v);
+        let done = rewrite_response(&mut h, ctx);
+        let wanted = [https_prefix(ctx).as_bytes(), raw_tail].concat();
+        assert_eq!(done.len(), 2, "{raw_url:?} not rewritten in a response ({ctx:?})");
+        assert_eq!(h[LOCATION].as_bytes(), &wanted[..], "Location ({ctx:?})");
+        assert_eq!(
+            h[CONTENT_LOCATION].as_bytes(),
+            &wanted[..],
+            "Content-Location ({ctx:?})"
+        );
+    }
 }
 
 fn check_url(url: &str, ctx: &RedirectContext<'_>) {
@@ -323,6 +452,23 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
+    // The first line as a URL's tail (path, query or fragment).
+    let first_line = text.split('\n').next().unwrap_or("");
+    let tail = if first_line.is_empty() || first_line.starts_with(['/', '?', '#']) {
+        first_line.to_string()
+    } else {
+        format!("/{first_line}")
+    };
+    let raw_first = raw.split(|&b| b == b'\n').next().unwrap_or(b"");
+    let mut raw_tail = Vec::with_capacity(raw_first.len() + 1);
+    if !raw_first.is_empty() && !matches!(raw_first[0], b'/' | b'?' | b'#') {
+        raw_tail.push(b'/');
+    }
+    raw_tail.extend_from_slice(raw_first);
+
+    // 7. the upstream's own address, and the public host over http.
+    check_own_url(&c.own, &tail, &raw_tail, &ctx);
+
     // 5. another host, structurally.
     let up_host = upstream.host();
     let other = match &c.other {
@@ -364,23 +510,13 @@ fuzz_target!(|data: &[u8]| {
         UrlPort::Public => format!(":{public_port}"),
         UrlPort::Any(p) => format!(":{p}"),
     };
-    let first_line = text.split('\n').next().unwrap_or("");
-    let tail = if first_line.is_empty() || first_line.starts_with(['/', '?', '#']) {
-        first_line.to_string()
-    } else {
-        format!("/{first_line}")
-    };
     let url = format!("{scheme}{other}{port}{tail}");
     if let Some(out) = rewrite_url(&url, &ctx) {
         panic!("rewrote a URL on another host: {url:?} → {out:?} ({ctx:?})");
     }
     // The same URL as response headers, with the tail's raw bytes (UTF-8 or not).
-    let raw_first = raw.split(|&b| b == b'\n').next().unwrap_or(b"");
     let mut raw_url = format!("{scheme}{other}{port}").into_bytes();
-    if !raw_first.is_empty() && !matches!(raw_first[0], b'/' | b'?' | b'#') {
-        raw_url.push(b'/');
-    }
-    raw_url.extend_from_slice(raw_first);
+    raw_url.extend_from_slice(&raw_tail);
     if let Ok(v) = HeaderValue::from_bytes(&raw_url) {
         let mut h = HeaderMap::new();
         h.insert(LOCATION, v.clone());

@@ -288,13 +288,22 @@ pub fn connector(ca: &Path, alpn: &[&[u8]]) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
+/// How long a test waits for a connection, a TLS handshake or a response
+/// head before it fails (instead of hanging the test run).
+pub const WAIT: Duration = Duration::from_secs(30);
+
 /// A TLS stream to the proxy, verified for `localhost`.
 pub async fn tls_stream(proxy: &Proxy, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
-    connector(&proxy.ca(), alpn)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+    let connect = async {
+        let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
+        connector(&proxy.ca(), alpn)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("TLS handshake with the dev certificate")
+    };
+    tokio::time::timeout(WAIT, connect)
         .await
-        .expect("TLS handshake with the dev certificate")
+        .unwrap_or_else(|_| panic!("no TLS connection to the proxy within {WAIT:?}"))
 }
 
 /// A client over one connection, HTTP/1.1 or HTTP/2.
@@ -308,25 +317,38 @@ impl Client {
     pub async fn connect(proxy: &Proxy, h2: bool) -> Client {
         let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
         let io = TokioIo::new(tls_stream(proxy, alpn).await);
-        if h2 {
-            let (send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            Client::H2(send)
-        } else {
-            let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-            tokio::spawn(conn);
-            Client::H1(send)
-        }
+        let handshake = async {
+            if h2 {
+                let (send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                Client::H2(send)
+            } else {
+                let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                tokio::spawn(conn);
+                Client::H1(send)
+            }
+        };
+        tokio::time::timeout(WAIT, handshake)
+            .await
+            .unwrap_or_else(|_| panic!("no HTTP handshake within {WAIT:?}"))
     }
 
     /// Sends a request and returns the response head and its streamed body.
+    /// No head within [`WAIT`] fails the test, naming the request.
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming> {
-        match self {
-            Client::H1(s) => s.send_request(req).await.unwrap(),
-            Client::H2(s) => s.send_request(req).await.unwrap(),
-        }
+        let what = format!("{} {}", req.method(), req.uri());
+        let response = async {
+            match self {
+                Client::H1(s) => s.send_request(req).await,
+                Client::H2(s) => s.send_request(req).await,
+            }
+        };
+        tokio::time::timeout(WAIT, response)
+            .await
+            .unwrap_or_else(|_| panic!("no response head to {what} within {WAIT:?}"))
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"))
     }
 
     /// Sends and collects the whole body as text.

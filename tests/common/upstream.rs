@@ -26,6 +26,9 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Released by a test to let `/sse` send its second event.
     pub sse_gate: Arc<Notify>,
+    /// Notified when a `/slow` request arrives (a test waits for it instead
+    /// of sleeping).
+    pub slow_started: Arc<Notify>,
 }
 
 /// `n` bytes of `b'x'` in 64 KiB frames, produced on demand.
@@ -70,15 +73,18 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let sse_gate = Arc::new(Notify::new());
+        let slow_started = Arc::new(Notify::new());
         let gate = sse_gate.clone();
+        let slow = slow_started.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let gate = gate.clone();
+                let slow = slow.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, addr, gate.clone()));
+                    let svc = service_fn(move |req| handle(req, addr, gate.clone(), slow.clone()));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .with_upgrades()
@@ -86,11 +92,20 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, sse_gate }
+        Upstream {
+            addr,
+            sse_gate,
+            slow_started,
+        }
     }
 }
 
-async fn handle(req: Request<Incoming>, own: SocketAddr, gate: Arc<Notify>) -> Result<Response<TestBody>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    own: SocketAddr,
+    gate: Arc<Notify>,
+    slow_started: Arc<Notify>,
+) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_string();
     let resp = match path.as_str() {
         "/cookies" => {
@@ -121,6 +136,7 @@ async fn handle(req: Request<Incoming>, own: SocketAddr, gate: Arc<Notify>) -> R
             r
         }
         "/slow" => {
+            slow_started.notify_one();
             tokio::time::sleep(Duration::from_secs(5)).await;
             text(StatusCode::OK, "slow\n".into())
         }
@@ -197,8 +213,8 @@ async fn handle(req: Request<Incoming>, own: SocketAddr, gate: Arc<Notify>) -> R
                 out.push_str(&format!("{}: {}\n", n, String::from_utf8_lossy(v.as_bytes())));
             }
             let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-            out.push_str(&format!("x-echo-body-bytes: {body}\n"));
             out.push_str(&format!("x-echo-upstream: {own}\n"));
+            out.push_str(&format!("x-echo-body-bytes: {body}\n"));
             text(StatusCode::OK, out)
         }
     };

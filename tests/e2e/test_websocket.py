@@ -16,15 +16,29 @@ of hanging it.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import ssl
 import struct
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
 import websocket  # websocket-client
 
-from conftest import DEMO_USER, Proxy
+from conftest import (
+    ANSI_RE,
+    DEMO_USER,
+    LISTEN_RE,
+    PROXY_START_TIMEOUT,
+    DemoApp,
+    Proxy,
+    read_log,
+    stop_process,
+    tlsfront_bin,
+)
 from test_flask_login import login
 
 TIMEOUT = 10  # seconds, for the handshake and for each single read
@@ -210,12 +224,73 @@ def test_ws_client_forwarding_headers_are_not_trusted(proxy: Proxy):
     assert "6.6.6.6" not in blob and "evil.example" not in blob, info
 
 
-def test_ws_survives_idle(proxy: Proxy):
+IDLE_TIMEOUT = 1.0  # seconds: [limits] idle_timeout of the short_idle_proxy
+
+
+@pytest.fixture
+def short_idle_proxy(demo_app: DemoApp, certdir: Path, tmp_path: Path) -> Proxy:
+    """tlsfront in front of the demo app with a 1 s idle timeout (the default,
+    60 s, is longer than a test should idle)."""
+    config = tmp_path / "tlsfront.toml"
+    config.write_text(f'[limits]\nidle_timeout = "{IDLE_TIMEOUT:g}s"\nheader_read_timeout = "{IDLE_TIMEOUT:g}s"\n')
+    log = tmp_path / "tlsfront.log"
+    cmd = [
+        str(tlsfront_bin()), "run", "-c", str(config),
+        "--listen", "127.0.0.1:0",
+        "--upstream", f"http://127.0.0.1:{demo_app.port}",
+        "--cert", str(certdir / "cert.pem"),
+        "--key", str(certdir / "key.pem"),
+    ]
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen(cmd, cwd=str(tmp_path), env=dict(os.environ, NO_COLOR="1"),
+                                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + PROXY_START_TIMEOUT
+        while not (m := LISTEN_RE.search(ANSI_RE.sub("", read_log(log, limit=1 << 20)))):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"tlsfront did not start:\n{read_log(log)}", pytrace=False)
+            time.sleep(0.05)
+        yield Proxy(port=int(m.group(1)), proc=proc, log=log, certdir=certdir, app=demo_app)
+    finally:
+        stop_process(proc)
+
+
+def keep_alive_request(proxy: Proxy) -> ssl.SSLSocket:
+    """One complete GET on a kept-alive HTTP/1.1 connection, left open."""
+    ctx = ssl.create_default_context(cafile=str(proxy.ca))
+    sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", proxy.port), timeout=TIMEOUT),
+                           server_hostname="localhost")
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"\r\n\r\nok"):
+        chunk = sock.recv(4096)
+        assert chunk, f"closed before the answer: {answer!r}"
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    return sock
+
+
+def test_ws_survives_idle(short_idle_proxy: Proxy):
+    """An open WebSocket is not an idle keep-alive connection: it outlives
+    limits.idle_timeout, while a keep-alive connection next to it is closed."""
+    proxy = short_idle_proxy
     ws = connect(proxy)
     try:
         ws.send("before")
         assert ws.recv() == "before"
-        time.sleep(2)
+        last_ws_traffic = time.monotonic()
+        # Wait for the event, not for a time: the proxy closing an idle
+        # keep-alive connection opened after the WebSocket went quiet.
+        idle = keep_alive_request(proxy)
+        try:
+            idle.settimeout(IDLE_TIMEOUT + 5)
+            assert idle.recv(4096) == b"", "an idle keep-alive connection got bytes"
+        except socket.timeout:
+            pytest.fail(f"the idle keep-alive connection was not closed within {IDLE_TIMEOUT + 5}s")
+        finally:
+            idle.close()
+        quiet_for = time.monotonic() - last_ws_traffic
+        assert quiet_for >= IDLE_TIMEOUT * 0.8, f"closed after {quiet_for:.2f}s: not the idle timeout"
         assert ws.connected
         ws.send("after idle")
         assert ws.recv() == "after idle"
