@@ -495,3 +495,30 @@ async fn a_body_cut_off_mid_way_is_counted_for_its_server() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Without `tls.cert`, every route host gets a development certificate
+/// signed by the development CA, chosen by SNI (a wildcard host gets a
+/// wildcard name).
+#[tokio::test]
+async fn route_hosts_get_development_certificates() {
+    use rustls::pki_types::ServerName;
+    let up = Upstream::start().await;
+    let config = format!(
+        "[[route]]\nhost = \"app.test\"\nurl = \"http://{0}\"\n[[route]]\nhost = \"*.sites.test\"\nurl = \"http://{0}\"\n",
+        up.addr
+    );
+    let proxy = Proxy::start_with_args(&config, &[]);
+    for name in ["app.test", "blog.sites.test", "localhost"] {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        let tls = common::connector(&proxy.ca(), &[b"http/1.1"])
+            .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
+            .await;
+        assert!(tls.is_ok(), "{name}: {:?}", tls.err());
+    }
+    // A name no route and no certificate covers is not verified as itself.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let other = common::connector(&proxy.ca(), &[b"http/1.1"])
+        .connect(ServerName::try_from("other.test").unwrap(), tcp)
+        .await;
+    assert!(other.is_err(), "other.test must not verify");
+}
