@@ -38,7 +38,8 @@ fi
 echo "== fuzz smoke: every cargo-fuzz target for 10 s, replaying the committed regressions"
 # Seeded, so that a failure here can be reproduced; explore unseeded and longer
 # with fuzz/smoke.sh 60 (see fuzz/README.md).
-FUZZ_SEED=1 bash fuzz/smoke.sh 10
+# Every core: in the test command nothing else needs the machine meanwhile.
+FUZZ_SEED=1 CARGO_BUILD_JOBS="$(nproc)" bash fuzz/smoke.sh 10
 
 echo "== docker: Dockerfile and compose lint (no Docker engine needed)"
 bash docker/lint.sh
