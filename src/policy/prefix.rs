@@ -22,7 +22,7 @@ static REFRESH: HeaderName = HeaderName::from_static("refresh");
 /// The normalised form of a request path (no query): percent-encoded
 /// unreserved characters decoded (`%61` → `a`, `%2E` → `.`), other escapes
 /// kept with upper-case hex (`%2f` → `%2F`: an encoded slash never splits a
-/// segment), repeated slashes merged, `.` and `..` segments resolved (never
+/// segment), a `%` that starts no escape written `%25`, repeated slashes merged, `.` and `..` segments resolved (never
 /// above the root). A trailing slash is kept. An already normal path (the
 /// usual case) is returned as it is, without allocating.
 pub fn normalise_path(path: &str) -> Cow<'_, str> {
@@ -92,6 +92,14 @@ fn decode_unreserved(path: &str) -> String {
                 continue;
             }
         }
+        if b[i] == b'%' {
+            // A `%` that starts no escape is escaped itself: decoding must
+            // never assemble a new escape (`%%66` → `%f`, then `%F6`), so
+            // normalising twice changes nothing (found by the fuzz target).
+            out.push_str("%25");
+            i += 1;
+            continue;
+        }
         // Paths in a parsed URI are ASCII; anything else is kept as it is.
         let ch_len = path[i..].chars().next().map_or(1, char::len_utf8);
         out.push_str(&path[i..i + ch_len]);
@@ -153,9 +161,16 @@ pub fn prefix_url(url: &str, prefix: &str, public_host: &str) -> Option<String> 
         let new_path = put_back(&url[..end], prefix)?;
         return Some(format!("{new_path}{}", &url[end..]));
     }
-    let scheme_end = if url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://") {
+    // Bytes, not str slices: a non-ASCII URL must not be cut inside a character
+    // (found by the prefix fuzz target).
+    let starts = |scheme: &[u8]| {
+        url.as_bytes()
+            .get(..scheme.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(scheme))
+    };
+    let scheme_end = if starts(b"https://") {
         8
-    } else if url.len() >= 7 && url[..7].eq_ignore_ascii_case("http://") {
+    } else if starts(b"http://") {
         7
     } else if url.starts_with("//") {
         2
@@ -306,9 +321,10 @@ mod tests {
             ("/a/..", "/"),
             ("/a/b/..", "/a/"),
             ("/caf%C3%A9", "/caf%C3%A9"),
-            ("/x%zz", "/x%zz"),
-            ("/x%", "/x%"),
-            ("/x%4", "/x%4"),
+            ("/x%zz", "/x%25zz"),
+            ("/x%", "/x%25"),
+            ("/x%4", "/x%254"),
+            ("/a%%66", "/a%25f"),
         ] {
             assert_eq!(normalise_path(raw), normal, "{raw}");
             assert_eq!(normalise_path(normal), normal, "idempotent for {raw}");
@@ -360,6 +376,8 @@ mod tests {
             ("//app.example/login", Some("//app.example/admin/login")),
             ("//other.example/login", None),
             ("mailto:x@app.example", None),
+            ("htt\u{e9}://x/y", None),
+            ("\u{e9}\u{e9}\u{e9}\u{e9}/login", None),
         ] {
             assert_eq!(prefix_url(url, p, h).as_deref(), want, "{url}");
             if let Some(w) = want {
