@@ -67,6 +67,8 @@ pub struct Metrics {
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
     /// Connections closed for a missing, bad or untrusted PROXY header, by reason.
     proxy_protocol_rejections: Family<Labels, Counter>,
+    /// ACME orders finished, by result (`success`, `failure`).
+    acme_orders: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -126,6 +128,7 @@ impl Metrics {
             server_up: Family::default(),
             certificate_expiry: Family::default(),
             proxy_protocol_rejections: Family::default(),
+            acme_orders: Family::default(),
             registry,
         };
         let r = &mut m.registry;
@@ -198,6 +201,14 @@ impl Metrics {
             "Connections closed for a missing, invalid or untrusted PROXY protocol header, by reason",
             m.proxy_protocol_rejections.clone(),
         );
+        r.register(
+            "acme_orders",
+            "ACME certificate orders finished, by result (success, failure)",
+            m.acme_orders.clone(),
+        );
+        for result in ["success", "failure"] {
+            drop(m.acme_orders.get_or_create(&vec![("result", result)]));
+        }
         // Every reason shows (as 0) before the first rejection.
         for reason in Rejection::ALL {
             drop(
@@ -206,6 +217,11 @@ impl Metrics {
             );
         }
         m
+    }
+
+    /// Counts a finished ACME order: `success` or `failure`.
+    pub fn count_acme_order(&self, result: &'static str) {
+        self.acme_orders.get_or_create(&vec![("result", result)]).inc();
     }
 
     /// Replaces the certificate expiry gauges with those of the certificates
