@@ -57,47 +57,87 @@ pub fn decode_hmac_key(key: &str) -> Option<Vec<u8>> {
 }
 
 /// Challenge answers in flight, shared by the order task, the TLS resolver
-/// (tls-alpn-01) and the plain-HTTP listener (http-01). Outlives generations.
+/// (tls-alpn-01) and the plain-HTTP listener (http-01). Outlives
+/// generations. Answers are also written to `storage`, so that a replica
+/// sharing it answers a validation that reaches it instead of the one
+/// ordering (a load balancer picks either).
 #[derive(Debug, Default)]
 pub struct Challenges {
     tls_alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
     http: Mutex<HashMap<String, String>>,
+    storage: Mutex<Option<Storage>>,
 }
 
 impl Challenges {
     /// The acme-tls/1 validation certificate for `name` (normalised), while
-    /// its challenge is open.
+    /// its challenge is open here or in storage.
     pub fn tls_alpn_certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        self.tls_alpn.lock().ok()?.get(name).cloned()
+        if let Some(key) = self.tls_alpn.lock().ok()?.get(name).cloned() {
+            return Some(key);
+        }
+        let storage = self.storage.lock().ok()?.clone()?;
+        let pem = std::fs::read(storage.tls_alpn_challenge(name)).ok()?;
+        crate::tls::certified_key_from_pem(&pem).ok().map(Arc::new)
     }
 
     /// The key authorization to answer `path` with, when it is an open
     /// http-01 challenge's `/.well-known/acme-challenge/<token>`.
     pub fn http_answer(&self, path: &str) -> Option<String> {
         let token = path.strip_prefix(HTTP_CHALLENGE_PREFIX)?;
-        self.http.lock().ok()?.get(token).cloned()
+        if !is_token(token) {
+            return None;
+        }
+        if let Some(answer) = self.http.lock().ok()?.get(token).cloned() {
+            return Some(answer);
+        }
+        let storage = self.storage.lock().ok()?.clone()?;
+        std::fs::read_to_string(storage.http_challenge(token)).ok()
     }
 
-    fn open_tls_alpn(&self, name: &str, key: Arc<CertifiedKey>) {
+    /// Where replicas' answers are looked up (the newest `acme.storage`).
+    fn use_storage(&self, storage: &Storage) {
+        if let Ok(mut s) = self.storage.lock() {
+            if s.as_ref() != Some(storage) {
+                *s = Some(storage.clone());
+            }
+        }
+    }
+
+    fn open_tls_alpn(&self, storage: &Storage, name: &str, key: Arc<CertifiedKey>, pem: &str) {
+        let _ = storage.write_private(&storage.tls_alpn_challenge(name), pem.as_bytes());
         if let Ok(mut m) = self.tls_alpn.lock() {
             m.insert(name.to_string(), key);
         }
     }
 
-    fn open_http(&self, token: &str, answer: String) {
+    fn open_http(&self, storage: &Storage, token: &str, answer: String) {
+        let _ = storage.write_private(&storage.http_challenge(token), answer.as_bytes());
         if let Ok(mut m) = self.http.lock() {
             m.insert(token.to_string(), answer);
         }
     }
 
-    fn close(&self, name: &str, token: Option<&str>) {
+    fn close(&self, storage: &Storage, name: &str, token: Option<&str>) {
+        let _ = std::fs::remove_file(storage.tls_alpn_challenge(name));
         if let Ok(mut m) = self.tls_alpn.lock() {
             m.remove(name);
         }
-        if let (Some(token), Ok(mut m)) = (token, self.http.lock()) {
-            m.remove(token);
+        if let Some(token) = token {
+            let _ = std::fs::remove_file(storage.http_challenge(token));
+            if let Ok(mut m) = self.http.lock() {
+                m.remove(token);
+            }
         }
     }
+}
+
+/// An ACME token is base64url (RFC 8555 §8.1): safe as a file name.
+fn is_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 256
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Whether a ClientHello is a tls-alpn-01 validation: ALPN exactly `acme-tls/1`.
@@ -115,12 +155,14 @@ pub struct Validity {
 }
 
 impl Validity {
-    /// When renewal is due: `renew_before` ahead of notAfter, else at two
-    /// thirds of the lifetime.
+    /// When renewal is due: `renew_before` ahead of notAfter, else (or when
+    /// it is not shorter than the lifetime) at two thirds of the lifetime.
     pub fn renew_at(&self, renew_before: Option<Duration>) -> i64 {
-        let lead = match renew_before {
-            Some(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            None => (self.not_after - self.not_before).max(0) / 3,
+        let lifetime = (self.not_after - self.not_before).max(0);
+        let lead = match renew_before.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)) {
+            // Not the whole lifetime or more: that would order again and again.
+            Some(lead) if lead < lifetime => lead,
+            _ => lifetime / 3,
         };
         self.not_after.saturating_sub(lead)
     }
@@ -186,6 +228,7 @@ pub async fn manage(server: Arc<Server>, challenges: Arc<Challenges>) {
             return;
         }
         let storage = Storage::new(config.storage_dir());
+        challenges.use_storage(&storage);
         for name in &config.names {
             let retry = retries.entry(name.clone()).or_default();
             if retry.next.is_some_and(|t| Instant::now() < t) {
@@ -242,7 +285,7 @@ pub async fn manage(server: Arc<Server>, challenges: Arc<Challenges>) {
                     _ = heartbeat.tick() => lock.heartbeat(),
                 }
             };
-            challenges.close(name, None);
+            challenges.close(&storage, name, None);
             drop(lock);
             match result {
                 Ok(validity) => {
@@ -349,14 +392,21 @@ async fn attempt(
             let key_auth = challenge.key_authorization();
             match kind {
                 ChallengeKind::TlsAlpn01 => {
-                    let cert = validation_certificate(name, key_auth.digest().as_ref()).map_err(|e| Failure {
-                        line: format!("{name}: cannot make the tls-alpn-01 certificate: {e}"),
-                        not_before: None,
-                    })?;
-                    challenges.open_tls_alpn(name, Arc::new(cert));
+                    let (cert, pem) =
+                        validation_certificate(name, key_auth.digest().as_ref()).map_err(|e| Failure {
+                            line: format!("{name}: cannot make the tls-alpn-01 certificate: {e}"),
+                            not_before: None,
+                        })?;
+                    challenges.open_tls_alpn(storage, name, Arc::new(cert), &pem);
                 }
                 ChallengeKind::Http01 => {
-                    challenges.open_http(&challenge.token, key_auth.as_str().to_string());
+                    if !is_token(&challenge.token) {
+                        return Err(Failure {
+                            line: format!("{name}: the CA sent an http-01 token that is not base64url; is acme.directory an ACME server?"),
+                            not_before: None,
+                        });
+                    }
+                    challenges.open_http(storage, &challenge.token, key_auth.as_str().to_string());
                     token = Some(challenge.token.clone());
                 }
             }
@@ -374,13 +424,13 @@ async fn attempt(
     let status = match polled {
         Ok(status) => status,
         Err(e) => {
-            challenges.close(name, token.as_deref());
+            challenges.close(storage, name, token.as_deref());
             return Err(challenge_failure(name, step, &mut order, &directory, client)
                 .await
                 .unwrap_or_else(|| problem(step, e)));
         }
     };
-    challenges.close(name, token.as_deref());
+    challenges.close(storage, name, token.as_deref());
     if status != OrderStatus::Ready {
         return Err(challenge_failure(name, step, &mut order, &directory, client)
             .await
@@ -565,7 +615,7 @@ async fn open_account(
 /// The self-signed certificate a tls-alpn-01 validation is answered with:
 /// the name, and the acmeIdentifier extension holding the SHA-256 of the
 /// key authorization (RFC 8737 §3).
-fn validation_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, String> {
+fn validation_certificate(name: &str, digest: &[u8]) -> Result<(CertifiedKey, String), String> {
     if digest.len() != 32 {
         return Err("the key authorization digest is not SHA-256".into());
     }
@@ -577,7 +627,8 @@ fn validation_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, Str
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| e.to_string())?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| e.to_string())?;
-    Ok(CertifiedKey::new(vec![cert.der().clone()], signing))
+    let pem = format!("{}{}", key.serialize_pem(), cert.pem());
+    Ok((CertifiedKey::new(vec![cert.der().clone()], signing), pem))
 }
 
 #[cfg(test)]
@@ -592,6 +643,8 @@ mod tests {
         };
         assert_eq!(v.renew_at(None), 60 * 86400);
         assert_eq!(v.renew_at(Some(Duration::from_secs(10 * 86400))), 80 * 86400);
+        // Longer than the lifetime would order again and again: a third.
+        assert_eq!(v.renew_at(Some(Duration::from_secs(90 * 86400))), 60 * 86400);
     }
 
     #[test]
@@ -624,15 +677,27 @@ mod tests {
 
     #[test]
     fn http_answers_only_open_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::new(dir.path().to_path_buf());
         let c = Challenges::default();
-        c.open_http("tok", "tok.thumb".into());
+        c.open_http(&storage, "tok", "tok.thumb".into());
         assert_eq!(
             c.http_answer("/.well-known/acme-challenge/tok").as_deref(),
             Some("tok.thumb")
         );
         assert_eq!(c.http_answer("/.well-known/acme-challenge/other"), None);
         assert_eq!(c.http_answer("/tok"), None);
-        c.close("a.test", Some("tok"));
+        assert_eq!(c.http_answer("/.well-known/acme-challenge/../../etc/passwd"), None);
+        // A replica sharing storage answers it too.
+        let replica = Challenges::default();
+        assert_eq!(replica.http_answer("/.well-known/acme-challenge/tok"), None);
+        replica.use_storage(&storage);
+        assert_eq!(
+            replica.http_answer("/.well-known/acme-challenge/tok").as_deref(),
+            Some("tok.thumb")
+        );
+        c.close(&storage, "a.test", Some("tok"));
         assert_eq!(c.http_answer("/.well-known/acme-challenge/tok"), None);
+        assert_eq!(replica.http_answer("/.well-known/acme-challenge/tok"), None);
     }
 }

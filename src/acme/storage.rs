@@ -53,6 +53,16 @@ impl Storage {
         self.dir.join("accounts").join(format!("{safe}.json"))
     }
 
+    /// An open tls-alpn-01 answer for `name` (validation key and certificate).
+    pub fn tls_alpn_challenge(&self, name: &str) -> PathBuf {
+        self.dir.join("challenges").join(format!("{name}.tls-alpn.pem"))
+    }
+
+    /// An open http-01 answer for `token` (checked to be base64url).
+    pub fn http_challenge(&self, token: &str) -> PathBuf {
+        self.dir.join("challenges").join(format!("{token}.http"))
+    }
+
     fn lock(&self, name: &str) -> PathBuf {
         self.dir.join("locks").join(format!("{name}.lock"))
     }
