@@ -349,6 +349,13 @@ fn doctor(args: DoctorArgs) -> Result<(), AppError> {
         ..RunArgs::default()
     };
     let (config, _) = effective_config(&run_args)?;
+    if config.acme.enabled() && !args.json {
+        println!("ACME certificates ({}):", config.acme.storage_dir().display());
+        for line in crate::acme::state_lines(&config.acme) {
+            println!("  {line}");
+        }
+        println!();
+    }
     let public_url = args
         .public_url
         .unwrap_or_else(|| format!("https://localhost:{}", config.public_https_port()));

@@ -37,11 +37,21 @@ struct Pebble {
     http_port: u16,
     tls_port: u16,
     log: Arc<Mutex<String>>,
+    eab: bool,
 }
+
+/// The external account pebble is given when EAB is required.
+const EAB_KID: &str = "kid-1";
+const EAB_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
 
 impl Pebble {
     /// Validates http-01 on `http_port` and tls-alpn-01 on `tls_port`.
     fn start(http_port: u16, tls_port: u16) -> Pebble {
+        Pebble::start_with(http_port, tls_port, false)
+    }
+
+    /// As [`Pebble::start`]; with `eab`, accounts need external account binding.
+    fn start_with(http_port: u16, tls_port: u16, eab: bool) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         // pebble's HTTPS certificate, from a CA tlsfront is told to trust.
         let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -90,6 +100,7 @@ impl Pebble {
             http_port,
             tls_port,
             log: Arc::new(Mutex::new(String::new())),
+            eab,
         };
         p.write_config();
         p.resume();
@@ -106,7 +117,8 @@ impl Pebble {
             "httpPort": self.http_port,
             "tlsPort": self.tls_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
+            "externalAccountBindingRequired": self.eab,
+            "externalAccountMACKeys": { EAB_KID: EAB_KEY },
         }});
         std::fs::write(d.join("pebble.json"), config.to_string()).unwrap();
     }
@@ -441,13 +453,15 @@ async fn renewal_failure_keeps_serving_the_old_certificate() {
     let first = wait_for_certificate(&proxy, &pebble, name, &root).await;
     // The CA goes away, and a reload makes renewal due at once.
     pebble.stop();
+    let (_, leaf) = x509_parser::parse_x509_certificate(first[0].as_ref()).unwrap();
+    let lifetime = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
     let due = config(
         &pebble,
         &store,
         &[name],
         &["tls-alpn-01"],
         false,
-        "renew_before = \"36500days\"",
+        &format!("renew_before = \"{}s\"", lifetime - 1),
     );
     std::fs::write(proxy.dir.path().join("tlsfront.toml"), due).unwrap();
     proxy.signal("HUP");
@@ -543,4 +557,196 @@ fn check_rejects_a_name_with_two_certificate_sources_and_http_01_without_listene
         )),
         "storage defaults beside the config: {out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_sharing_storage_order_each_name_once() {
+    let (http_port, tls_port) = (free_port(), free_port());
+    let pebble = Pebble::start(http_port, tls_port);
+    let root = pebble.root().await;
+    let storage = tempfile::tempdir().unwrap();
+    let store = storage.path().join("acme");
+    let names = ["one.example.com", "two.example.com"];
+    let toml = config(&pebble, &store, &names, &["tls-alpn-01"], false, "");
+    // Only the first is where pebble validates; the second answers through
+    // storage when it orders, as a replica behind a load balancer would.
+    let first = Proxy::start_without_listen_flag(&toml, &[]);
+    let second_toml = toml.replace(&format!("127.0.0.1:{tls_port}"), "127.0.0.1:0");
+    let second = Proxy::start_with_args(&second_toml, &[]);
+    for name in names {
+        wait_for_certificate(&first, &pebble, name, &root).await;
+        wait_for_certificate(&second, &pebble, name, &root).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let orders = pebble.log().matches("Added order").count();
+    assert_eq!(
+        orders,
+        names.len(),
+        "one order per name:\n{}\nfirst:\n{}\nsecond:\n{}",
+        pebble.log(),
+        first.log(),
+        second.log()
+    );
+    let mut successes = 0;
+    for proxy in [&first, &second] {
+        let (_, metrics) = common::plain_get(proxy.admin_port(), "/metrics").await;
+        successes += metric(&metrics, "tlsfront_acme_orders_total{result=\"success\"}");
+        assert_eq!(metric(&metrics, "tlsfront_acme_orders_total{result=\"failure\"}"), 0);
+    }
+    assert_eq!(successes, 2);
+    assert!(!store.join("locks/one.example.com.lock").exists(), "locks are released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_renewal_under_load_drops_no_request() {
+    let upstream = common::upstream::Upstream::start().await;
+    let (http_port, tls_port) = (free_port(), free_port());
+    let pebble = Pebble::start(http_port, tls_port);
+    let root = pebble.root().await;
+    let storage = tempfile::tempdir().unwrap();
+    let store = storage.path().join("acme");
+    let name = "busy.example.com";
+    let with_upstream = |extra: &str| {
+        config(&pebble, &store, &[name], &["tls-alpn-01"], false, extra).replace(
+            "[admin]",
+            &format!("[upstream]\nurl = \"http://{}\"\n\n[admin]", upstream.addr),
+        )
+    };
+    let proxy = Proxy::start_without_listen_flag(&with_upstream(""), &[]);
+    let first = wait_for_certificate(&proxy, &pebble, name, &root).await;
+    let (_, leaf) = x509_parser::parse_x509_certificate(first[0].as_ref()).unwrap();
+    let lifetime = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+    // Due 3 s after each issuance: renewals one after another.
+    std::fs::write(
+        proxy.dir.path().join("tlsfront.toml"),
+        with_upstream(&format!("renew_before = \"{}s\"", lifetime - 3)),
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    let stop = Instant::now() + Duration::from_secs(12);
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let root = root.clone();
+        let port = proxy.port;
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut leaves) = (0u32, Vec::new(), Vec::new());
+            while Instant::now() < stop {
+                match get_over_new_connection(port, name, &root).await {
+                    Ok(leaf) => {
+                        ok += 1;
+                        if !leaves.contains(&leaf) {
+                            leaves.push(leaf);
+                        }
+                    }
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed, leaves)
+        }));
+    }
+    let (mut ok, mut failed, mut leaves) = (0, Vec::new(), Vec::new());
+    for w in workers {
+        let (o, f, l) = w.await.unwrap();
+        ok += o;
+        failed.extend(f);
+        for leaf in l {
+            if !leaves.contains(&leaf) {
+                leaves.push(leaf);
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100, "only {ok} requests in 12 s");
+    assert!(
+        leaves.len() >= 3,
+        "at least two renewals were served under load, saw {} certificates; log:\n{}",
+        leaves.len(),
+        proxy.log()
+    );
+    let (_, metrics) = common::plain_get(proxy.admin_port(), "/metrics").await;
+    assert!(metric(&metrics, "tlsfront_acme_orders_total{result=\"success\"}") >= 3);
+    println!("{ok} requests, 0 failed, {} certificates served", leaves.len());
+}
+
+/// One GET over a new TLS connection for `name`: the leaf it was served with.
+async fn get_over_new_connection(port: u16, name: &str, root: &CertificateDer<'static>) -> Result<Vec<u8>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    tls.write_all(format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await;
+    if !response.starts_with(b"HTTP/1.1 200") {
+        return Err(format!(
+            "response: {}",
+            String::from_utf8_lossy(&response[..response.len().min(200)])
+        ));
+    }
+    Ok(leaf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_account_binding_is_used_and_its_absence_explained() {
+    let (http_port, tls_port) = (free_port(), free_port());
+    let pebble = Pebble::start_with(http_port, tls_port, true);
+    let root = pebble.root().await;
+    let storage = tempfile::tempdir().unwrap();
+    let name = "eab.example.com";
+    // Without EAB the CA refuses the account, and the log says what to set.
+    let without = config(
+        &pebble,
+        &storage.path().join("no-eab"),
+        &[name],
+        &["tls-alpn-01"],
+        false,
+        "",
+    );
+    let proxy = Proxy::start_without_listen_flag(&without, &[]);
+    let log = proxy.wait_for_log("next attempt in", Duration::from_secs(20));
+    let line = log.lines().find(|l| l.contains("next attempt in")).unwrap();
+    assert!(
+        line.contains("reaching the ACME directory and account failed"),
+        "{line}"
+    );
+    assert!(
+        line.contains("externalAccountRequired") && line.contains("acme.eab_kid"),
+        "{line}"
+    );
+    drop(proxy);
+    let with = config(
+        &pebble,
+        &storage.path().join("eab"),
+        &[name],
+        &["tls-alpn-01"],
+        false,
+        &format!("eab_kid = \"{EAB_KID}\"\neab_hmac_key = \"{EAB_KEY}\""),
+    );
+    let proxy = Proxy::start_without_listen_flag(&with, &[]);
+    wait_for_certificate(&proxy, &pebble, name, &root).await;
 }

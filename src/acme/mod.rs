@@ -77,7 +77,7 @@ impl Challenges {
         }
         let storage = self.storage.lock().ok()?.clone()?;
         let pem = std::fs::read(storage.tls_alpn_challenge(name)).ok()?;
-        crate::tls::certified_key_from_pem(&pem).ok().map(Arc::new)
+        validation_key_from_pem(&pem).map(Arc::new)
     }
 
     /// The key authorization to answer `path` with, when it is an open
@@ -129,6 +129,20 @@ impl Challenges {
             }
         }
     }
+}
+
+/// A stored validation certificate and key. Not through
+/// `CertifiedKey::from_der`: its key check parses the certificate with
+/// webpki, which refuses the critical acmeIdentifier extension.
+fn validation_key_from_pem(pem: &[u8]) -> Option<CertifiedKey> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_slice(pem).ok()?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).ok()?;
+    (!chain.is_empty()).then(|| CertifiedKey::new(chain, signing))
 }
 
 /// An ACME token is base64url (RFC 8555 §8.1): safe as a file name.
@@ -327,6 +341,29 @@ pub async fn manage(server: Arc<Server>, challenges: Arc<Challenges>) {
         }
         tokio::time::sleep(TICK).await;
     }
+}
+
+/// The state of each `[acme]` name as `storage` has it, one line each
+/// (with the last failure under it), for `tlsfront doctor`.
+pub fn state_lines(config: &AcmeConfig) -> Vec<String> {
+    let storage = Storage::new(config.storage_dir());
+    let mut out = Vec::new();
+    for name in &config.names {
+        out.push(match stored_validity(&storage, name) {
+            Some(v) => format!(
+                "{name}: certificate valid until {}, renewal from {}",
+                httpdate_of(v.not_after),
+                httpdate_of(v.renew_at(config.renew_before))
+            ),
+            None => format!("{name}: no certificate yet (handshakes for it fail until one is obtained)"),
+        });
+        if let Ok(text) = std::fs::read_to_string(storage.last_error(name)) {
+            let (when, line) = text.trim().split_once(' ').unwrap_or(("0", text.trim()));
+            let when = when.parse::<i64>().map(httpdate_of).unwrap_or_default();
+            out.push(format!("  last failure ({when}): {line}"));
+        }
+    }
+    out
 }
 
 fn httpdate_of(unix: i64) -> String {
@@ -673,6 +710,23 @@ mod tests {
         assert_eq!(decode_hmac_key("AQI="), Some(vec![1, 2]));
         assert_eq!(decode_hmac_key("not base64!"), None);
         assert_eq!(decode_hmac_key(""), None);
+    }
+
+    #[test]
+    fn tls_alpn_answers_are_shared_through_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::new(dir.path().to_path_buf());
+        let (key, pem) = validation_certificate("a.test", &[7u8; 32]).unwrap();
+        let c = Challenges::default();
+        c.open_tls_alpn(&storage, "a.test", Arc::new(key), &pem);
+        assert!(c.tls_alpn_certificate("a.test").is_some());
+        let replica = Challenges::default();
+        replica.use_storage(&storage);
+        let shared = replica.tls_alpn_certificate("a.test").expect("read from storage");
+        assert_eq!(shared.cert, c.tls_alpn_certificate("a.test").unwrap().cert);
+        assert!(replica.tls_alpn_certificate("b.test").is_none());
+        c.close(&storage, "a.test", None);
+        assert!(replica.tls_alpn_certificate("a.test").is_none());
     }
 
     #[test]
