@@ -750,3 +750,35 @@ async fn external_account_binding_is_used_and_its_absence_explained() {
     let proxy = Proxy::start_without_listen_flag(&with, &[]);
     wait_for_certificate(&proxy, &pebble, name, &root).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_new_name_orders_it_and_a_bad_change_is_rejected() {
+    let (http_port, tls_port) = (free_port(), free_port());
+    let pebble = Pebble::start(http_port, tls_port);
+    let root = pebble.root().await;
+    let storage = tempfile::tempdir().unwrap();
+    let store = storage.path().join("acme");
+    let toml = config(&pebble, &store, &["first.example.com"], &["tls-alpn-01"], false, "");
+    let proxy = Proxy::start_without_listen_flag(&toml, &[]);
+    let first = wait_for_certificate(&proxy, &pebble, "first.example.com", &root).await;
+    // A bad [acme] change is rejected as any bad reload: nothing changes.
+    let bad = config(&pebble, &store, &["*.example.com"], &["tls-alpn-01"], false, "");
+    std::fs::write(proxy.dir.path().join("tlsfront.toml"), bad).unwrap();
+    proxy.signal("HUP");
+    proxy.wait_for_log("reload (SIGHUP) rejected", Duration::from_secs(10));
+    assert!(proxy.log().contains("dns-01"), "{}", proxy.log());
+    let both = config(
+        &pebble,
+        &store,
+        &["first.example.com", "second.example.com"],
+        &["tls-alpn-01"],
+        false,
+        "",
+    );
+    std::fs::write(proxy.dir.path().join("tlsfront.toml"), both).unwrap();
+    proxy.signal("HUP");
+    wait_for_certificate(&proxy, &pebble, "second.example.com", &root).await;
+    let again = handshake(proxy.port, "first.example.com", &root).await.unwrap();
+    assert_eq!(again[0], first[0], "the first name keeps its certificate, no new order");
+    assert_eq!(pebble.log().matches("Added order").count(), 2, "{}", pebble.log());
+}
