@@ -1379,6 +1379,62 @@ rewrite_location = false
     }
 
     #[test]
+    fn acme_keys_are_checked() {
+        let c = parse("[acme]\nnames = [\"A.Example.com.\"]\n").unwrap();
+        assert_eq!(c.acme.names, ["a.example.com"]);
+        assert_eq!(c.acme.directory_url(), LETSENCRYPT);
+        assert_eq!(
+            c.acme.challenges,
+            [ChallengeKind::TlsAlpn01],
+            "no http-01 without listen.http"
+        );
+        let c = parse("[listen]\nhttp = \"127.0.0.1:8080\"\n[acme]\nnames = [\"a.example.com\"]\ndirectory = \"letsencrypt-staging\"\n").unwrap();
+        assert_eq!(c.acme.challenges, [ChallengeKind::TlsAlpn01, ChallengeKind::Http01]);
+        assert_eq!(c.acme.directory_url(), LETSENCRYPT_STAGING);
+        for (text, key, words) in [
+            ("names = [\"*.example.com\"]", "acme.names", "dns-01"),
+            ("names = [\"a.example.com\", \"A.example.com\"]", "acme.names", "twice"),
+            ("names = [\"127.0.0.1\"]", "acme.names", "IP address"),
+            (
+                "names = [\"a.example.com\"]\nchallenges = [\"http-01\"]",
+                "acme.challenges",
+                "listen.http",
+            ),
+            (
+                "names = [\"a.example.com\"]\nchallenges = []",
+                "acme.challenges",
+                "empty",
+            ),
+            ("challenges = [\"dns-01\"]", "acme.challenges", "tls-alpn-01"),
+            (
+                "directory = \"letsencrypt-prod\"",
+                "acme.directory",
+                "letsencrypt-staging",
+            ),
+            ("eab_kid = \"k\"", "acme.eab_hmac_key", "both"),
+            (
+                "eab_kid = \"k\"\neab_hmac_key = \"not base64!\"",
+                "acme.eab_hmac_key",
+                "base64url",
+            ),
+            ("email = \"nobody\"", "acme.email", "email"),
+            ("renew_before = \"0s\"", "acme.renew_before", "greater than zero"),
+        ] {
+            let e = parse(&format!("[acme]\n{text}\n")).unwrap_err();
+            assert!(e.key.as_deref().is_some_and(|k| k.starts_with(key)), "{text}: {e}");
+            assert!(e.to_string().contains(words), "{text}: {e}");
+        }
+        // storage defaults to acme/ beside the config file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tlsfront.toml");
+        std::fs::write(&file, "[acme]\nnames = [\"a.example.com\"]\n").unwrap();
+        assert_eq!(
+            Config::from_file(&file).unwrap().acme.storage_dir(),
+            dir.path().join("acme")
+        );
+    }
+
+    #[test]
     fn display_round_trips() {
         let c = parse("[cookies]\nsame_site = \"strict\"\n[forwarded]\ntrusted_proxies=[\"10.0.0.0/8\"]").unwrap();
         let again = parse(&c.to_string()).unwrap();
