@@ -504,6 +504,19 @@ async fn a_challenge_that_cannot_succeed_is_explained() {
     );
     let status_file = storage.path().join(format!("acme/status/{name}.error"));
     assert!(std::fs::read_to_string(status_file).unwrap().contains("http-01 failed"));
+    // doctor reports the name's state from storage, with the explanation.
+    let doctor = Command::new(env!("CARGO_BIN_EXE_tlsfront"))
+        .args(["doctor", "--no-forms", "-c"])
+        .arg(proxy.dir.path().join("tlsfront.toml"))
+        .args(["--upstream", &format!("http://127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(report.contains(&format!("{name}: no certificate yet")), "{report}");
+    assert!(
+        report.contains("last failure (") && report.contains("with http-01 failed: the CA says"),
+        "{report}"
+    );
 }
 
 #[test]
