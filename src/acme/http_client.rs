@@ -155,3 +155,19 @@ impl HttpClient for CaClient {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        let in_a_minute = parse_retry_after("60").unwrap();
+        let left = in_a_minute.duration_since(SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60));
+        let date = parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        assert_eq!(httpdate::fmt_http_date(date), "Wed, 21 Oct 2015 07:28:00 GMT");
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after(""), None);
+    }
+}
