@@ -40,7 +40,7 @@ run() { # run NAME COMMAND...: prints the command's output, records a failure
   fi
 }
 
-compose_files=(docker/compose.yaml docker/compose.own-cert.yaml docker/compose.unix-socket.yaml)
+compose_files=(docker/compose.yaml docker/compose.own-cert.yaml docker/compose.unix-socket.yaml docker/compose.production.yaml)
 
 run "hadolint docker/Dockerfile docker/demo-app/Dockerfile" \
   .venv/bin/hadolint --no-color docker/Dockerfile docker/demo-app/Dockerfile
@@ -54,6 +54,8 @@ run "docker-compose -f docker/compose.yaml -f docker/compose.own-cert.yaml confi
   "${compose_env[@]}" docker-compose -f docker/compose.yaml -f docker/compose.own-cert.yaml config -q
 run "docker-compose -f docker/compose.yaml -f docker/compose.unix-socket.yaml config -q" \
   "${compose_env[@]}" docker-compose -f docker/compose.yaml -f docker/compose.unix-socket.yaml config -q
+run "docker-compose -f docker/compose.production.yaml config -q" \
+  "${compose_env[@]}" docker-compose -f docker/compose.production.yaml config -q
 run "docker/check_docker.py" .venv/bin/python docker/check_docker.py
 
 bin="${TLSFRONT_BIN:-}"
@@ -67,15 +69,16 @@ fi
 if [ -n "$bin" ]; then
   check_config() {
     local out
-    if out="$("$bin" check -c docker/tlsfront.toml 2>&1)"; then
+    if out="$("$bin" check -c "$1" 2>&1)"; then
       head -n 1 <<<"$out"
     else
       echo "$out"
       return 1
     fi
   }
-  run "$bin check -c docker/tlsfront.toml" check_config
-  run "$bin check -c docker/tlsfront.unix-socket.toml" "$bin" check -c docker/tlsfront.unix-socket.toml
+  run "$bin check -c docker/tlsfront.toml" check_config docker/tlsfront.toml
+  run "$bin check -c docker/tlsfront.unix-socket.toml" check_config docker/tlsfront.unix-socket.toml
+  run "$bin check -c docker/tlsfront.production.toml" check_config docker/tlsfront.production.toml
   run "$bin health --help (the image's HEALTHCHECK)" \
     bash -c '"$0" health --help >/dev/null' "$bin"
 else

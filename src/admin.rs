@@ -54,7 +54,20 @@ async fn respond(req: Request<Incoming>, server: &Server) -> Response<Full<Bytes
                 return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
             }
             let generation = server.current();
-            let (ready, body) = readiness(generation.proxy.routes()).await;
+            let (mut ready, mut body) = readiness(generation.proxy.routes()).await;
+            if !generation.acme_missing.is_empty() {
+                // Clients asking for these names get a failed handshake.
+                ready = false;
+                body = format!(
+                    "{}\n",
+                    serde_json::json!({
+                        "ready": false,
+                        "certificates_missing": generation.acme_missing,
+                        "why": format!("no certificate yet for {} (ACME order in progress or failing; see the log)", generation.acme_missing.join(", ")),
+                        "routes": serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v.get("routes").cloned()),
+                    })
+                );
+            }
             let mut resp = text(
                 if ready {
                     StatusCode::OK

@@ -133,11 +133,15 @@ fn run(args: RunArgs) -> Result<(), AppError> {
     let (config, source) = effective_config(&args)?;
     init_logging(config.log.level, config.log.format);
     tracing::info!("configuration: {source}");
-    let initial = prepare_tls(&config, &source.to_string(), true)?.into_loaded(config);
+    // Open ACME challenges outlive generations: an order spans reloads.
+    let challenges = Arc::new(crate::acme::Challenges::default());
+    let initial = prepare_tls(&config, &source.to_string(), true, &challenges)?.into_loaded(config);
     // A reload repeats exactly this: same file, same command-line overrides.
+    let loader_challenges = challenges.clone();
     let loader: Loader = Box::new(move || {
         let (config, source) = effective_config(&args).map_err(|e| e.to_string())?;
-        let prepared = prepare_tls(&config, &source.to_string(), false).map_err(|e| e.to_string())?;
+        let prepared =
+            prepare_tls(&config, &source.to_string(), false, &loader_challenges).map_err(|e| e.to_string())?;
         Ok(prepared.into_loaded(config))
     });
     // One usable CPU (a pinned container, the benchmark): a current-thread
@@ -152,12 +156,19 @@ fn run(args: RunArgs) -> Result<(), AppError> {
             .build()
     }
     .map_err(|e| AppError::Runtime(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(server::run(initial, loader)).map_err(AppError::Server)
+    runtime
+        .block_on(server::run(initial, loader, challenges))
+        .map_err(AppError::Server)
 }
 
 /// Loads the configured certificates, and reuses / generates the
 /// development ones when `tls.cert` is unset (see [`crate::certificates`]).
-fn prepare_tls(config: &Config, source: &str, announce: bool) -> Result<PreparedTls, AppError> {
+fn prepare_tls(
+    config: &Config,
+    source: &str,
+    announce: bool,
+    challenges: &Arc<crate::acme::Challenges>,
+) -> Result<PreparedTls, AppError> {
     // The configured files' state before they are read: a renewal landing
     // while they are read is still a change for the watcher.
     let configured: Vec<PathBuf> = config
@@ -170,7 +181,24 @@ fn prepare_tls(config: &Config, source: &str, announce: bool) -> Result<Prepared
         .collect();
     let before = reload::fingerprint(&configured);
     let set = CertificateSet::load(config, source, &route_hosts(config), announce)?;
-    let tls = set.server_config(config.tls.min_version)?;
+    let tls = set.server_config(
+        config.tls.min_version,
+        config.acme.enabled().then(|| challenges.clone()),
+    )?;
+    if announce {
+        for name in &config.acme.names {
+            if set.acme_missing.contains(name) {
+                tracing::info!(
+                    "{name}: no certificate yet; ordering it in the background (handshakes for it fail until then)"
+                );
+            } else {
+                tracing::info!(
+                    "{name}: serving the certificate stored in {}",
+                    config.acme.storage_dir().display()
+                );
+            }
+        }
+    }
     let watch = set.watch();
     let seen = watch
         .iter()
@@ -183,6 +211,7 @@ fn prepare_tls(config: &Config, source: &str, announce: bool) -> Result<Prepared
         seen,
         dev_ca: set.dev_ca.clone(),
         certificate_expiry: set.expiry(),
+        acme_missing: set.acme_missing.clone(),
     })
 }
 
@@ -206,6 +235,7 @@ struct PreparedTls {
     seen: Fingerprint,
     dev_ca: Option<PathBuf>,
     certificate_expiry: Vec<(String, i64)>,
+    acme_missing: Vec<String>,
 }
 
 impl PreparedTls {
@@ -217,6 +247,7 @@ impl PreparedTls {
             seen: self.seen,
             dev_ca: self.dev_ca,
             certificate_expiry: self.certificate_expiry,
+            acme_missing: self.acme_missing,
         }
     }
 }
@@ -240,6 +271,21 @@ fn check(args: CheckArgs) -> Result<(), AppError> {
             "# certificate {}: {} for {names}{default}",
             served.origin,
             served.cert.display()
+        );
+    }
+    if config.acme.enabled() {
+        println!(
+            "# acme: {} from {} ({}), stored in {}",
+            config.acme.names.join(", "),
+            config.acme.directory_url(),
+            config
+                .acme
+                .usable_challenges(config.listen.http.is_some())
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.acme.storage_dir().display()
         );
     }
     if config.uses_dev_cert() {
@@ -323,6 +369,13 @@ fn doctor(args: DoctorArgs) -> Result<(), AppError> {
         ..RunArgs::default()
     };
     let (config, _) = effective_config(&run_args)?;
+    if config.acme.enabled() && !args.json {
+        println!("ACME certificates ({}):", config.acme.storage_dir().display());
+        for line in crate::acme::state_lines(&config.acme) {
+            println!("  {line}");
+        }
+        println!();
+    }
     let public_url = args
         .public_url
         .unwrap_or_else(|| format!("https://localhost:{}", config.public_https_port()));

@@ -13,8 +13,14 @@
 //! matter. The whole set is loaded once per configuration generation, so a
 //! changed file reloads it with everything else, and a bad pair is rejected
 //! while the previous generation keeps serving.
+//!
+//! `[acme] names` come from `acme.storage`, after the configured
+//! certificates: a name whose file is there is served from it; a name with
+//! none yet is refused (the handshake fails) rather than given any other
+//! certificate, and a ClientHello offering only ALPN `acme-tls/1` gets the
+//! open tls-alpn-01 validation certificate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +31,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
+use crate::acme::{Challenges, Storage};
 use crate::config::{CertificateEntry, Config, ConfigError};
 use crate::tls::{self, TlsError};
 
@@ -63,6 +70,8 @@ pub enum Origin {
     Entry(usize),
     /// A generated (or reused) development certificate.
     Development,
+    /// Obtained by ACME, from `acme.storage`.
+    Acme,
 }
 
 impl fmt::Display for Origin {
@@ -71,6 +80,7 @@ impl fmt::Display for Origin {
             Origin::Single => f.write_str("tls.cert"),
             Origin::Entry(i) => write!(f, "tls.certificate[{i}]"),
             Origin::Development => f.write_str("development certificate"),
+            Origin::Acme => f.write_str("acme"),
         }
     }
 }
@@ -108,6 +118,10 @@ pub struct CertificateSet {
     pub served: Vec<ServedCertificate>,
     /// The development CA, when a development certificate is served.
     pub dev_ca: Option<PathBuf>,
+    /// `[acme] names` with no certificate in storage yet: refused.
+    pub acme_missing: Vec<String>,
+    /// Every ACME name's storage file, there or not (a new one reloads).
+    pub acme_files: Vec<PathBuf>,
 }
 
 impl CertificateSet {
@@ -123,6 +137,7 @@ impl CertificateSet {
         announce: bool,
     ) -> Result<CertificateSet, CertificateError> {
         let mut set = CertificateSet::check(config, source)?;
+        set.add_acme(config);
         if config.tls.cert.is_some() {
             if announce {
                 set.announce();
@@ -144,7 +159,13 @@ impl CertificateSet {
             set.served.push(load_served(&dev.cert, &dev.key, Origin::Development)?);
             set.dev_ca = dev.ca.exists().then(|| dev.ca.clone());
         }
-        for host in dev_cert_names(&set.served, extra_hosts)? {
+        // An ACME name never gets a development certificate, even as a route host.
+        let extra: Vec<String> = extra_hosts
+            .iter()
+            .filter(|h| parse_name(h).map_or(true, |n| !config.acme.names.contains(&n)))
+            .cloned()
+            .collect();
+        for host in dev_cert_names(&set.served, &extra)? {
             let dev = tls::ensure_dev_host_cert(&tls_cfg.self_signed_dir, &host, tls_cfg.min_version)?;
             if announce || dev.leaf_generated {
                 let verb = if dev.leaf_generated { "generated" } else { "reusing" };
@@ -181,21 +202,65 @@ impl CertificateSet {
             served.push(load_entry(i, entry, source, served.is_empty())?);
         }
         reject_duplicates(&served, &config.tls.certificates, source)?;
-        Ok(CertificateSet { served, dev_ca: None })
+        reject_acme_overlap(&served, config, source)?;
+        Ok(CertificateSet {
+            served,
+            dev_ca: None,
+            acme_missing: Vec::new(),
+            acme_files: Vec::new(),
+        })
     }
 
-    /// The rustls server configuration that serves this set.
-    pub fn server_config(&self, min_version: crate::config::TlsVersion) -> Result<Arc<ServerConfig>, TlsError> {
+    /// Adds what `acme.storage` holds for `[acme] names`; a missing or
+    /// unreadable file leaves the name refused until the order succeeds.
+    fn add_acme(&mut self, config: &Config) {
+        let storage = Storage::new(config.acme.storage_dir());
+        for name in &config.acme.names {
+            let file = storage.certificate(name);
+            self.acme_files.push(file.clone());
+            if !file.exists() {
+                self.acme_missing.push(name.clone());
+                continue;
+            }
+            match load_served(&file, &file, Origin::Acme) {
+                Ok(mut served) => {
+                    served.names = vec![name.clone()];
+                    self.served.push(served);
+                }
+                Err(e) => {
+                    tracing::warn!("{name}: the stored ACME certificate is unusable ({e}); it will be ordered again");
+                    self.acme_missing.push(name.clone());
+                }
+            }
+        }
+    }
+
+    /// The rustls server configuration that serves this set; `challenges`
+    /// answers tls-alpn-01 validations when `[acme]` is on.
+    pub fn server_config(
+        &self,
+        min_version: crate::config::TlsVersion,
+        challenges: Option<Arc<Challenges>>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
         let origin = self.served.first().map(|s| s.cert.as_path()).unwrap_or(Path::new("."));
-        tls::server_config_with_resolver(Arc::new(SniResolver::new(&self.served)), min_version, origin)
+        let alpn = challenges.is_some();
+        let mut resolver = SniResolver::new(&self.served);
+        resolver.refused = self.acme_missing.iter().cloned().collect();
+        resolver.challenges = challenges;
+        tls::server_config_with_resolver(Arc::new(resolver), min_version, origin, alpn)
     }
 
-    /// Every certificate and key file, to reload when one changes.
+    /// Every certificate and key file, to reload when one changes; ACME
+    /// files are watched before they exist, so a new one is served at once.
     pub fn watch(&self) -> Vec<PathBuf> {
-        self.served
+        let mut files: Vec<PathBuf> = self
+            .served
             .iter()
+            .filter(|s| s.origin != Origin::Acme)
             .flat_map(|s| [s.cert.clone(), s.key.clone()])
-            .collect()
+            .collect();
+        files.extend(self.acme_files.iter().cloned());
+        files
     }
 
     /// (label, notAfter) of each served certificate, for the expiry metric.
@@ -414,6 +479,26 @@ fn reject_duplicates(
     Ok(())
 }
 
+/// An `[acme]` name that a configured certificate also serves: two sources
+/// for one name would make which one a client gets depend on order.
+fn reject_acme_overlap(served: &[ServedCertificate], config: &Config, source: &str) -> Result<(), CertificateError> {
+    for (j, name) in config.acme.names.iter().enumerate() {
+        if let Some(s) = served.iter().find(|s| covers(&s.names, name)) {
+            return Err(CertificateError::Config(ConfigError {
+                source: source.to_string(),
+                position: None,
+                key: Some(format!("acme.names[{j}]")),
+                message: format!(
+                    "{name:?} also has a certificate from {} ({}); a name gets its certificate from one place: remove it from acme.names or from the TLS files",
+                    s.origin,
+                    s.cert.display()
+                ),
+            }));
+        }
+    }
+    Ok(())
+}
+
 /// Lower case, without a trailing dot: how names are compared.
 fn normalise(name: &str) -> String {
     let name = name.trim();
@@ -477,6 +562,10 @@ pub struct SniResolver {
     /// Exact names and `*.parent` wildcards, each to an index in `keys`.
     by_name: HashMap<String, usize>,
     keys: Vec<Arc<CertifiedKey>>,
+    /// ACME names with no certificate yet: no certificate at all for them.
+    refused: HashSet<String>,
+    /// Open tls-alpn-01 challenges, when `[acme]` is on.
+    challenges: Option<Arc<Challenges>>,
 }
 
 impl SniResolver {
@@ -491,6 +580,8 @@ impl SniResolver {
         SniResolver {
             by_name,
             keys: served.iter().map(|s| s.certified.clone()).collect(),
+            refused: HashSet::new(),
+            challenges: None,
         }
     }
 
@@ -510,7 +601,16 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.keys.get(self.choose(client_hello.server_name())).cloned()
+        let sni = client_hello.server_name().map(normalise);
+        if let (Some(challenges), Some(alpn)) = (&self.challenges, client_hello.alpn()) {
+            if crate::acme::is_validation_hello(alpn) {
+                return challenges.tls_alpn_certificate(sni.as_deref()?);
+            }
+        }
+        if sni.as_ref().is_some_and(|n| self.refused.contains(n)) {
+            return None;
+        }
+        self.keys.get(self.choose(sni.as_deref())).cloned()
     }
 }
 
@@ -569,6 +669,8 @@ mod tests {
         SniResolver {
             by_name,
             keys: Vec::new(),
+            refused: HashSet::new(),
+            challenges: None,
         }
     }
 

@@ -17,7 +17,9 @@ use ipnet::IpNet;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+mod acme;
 mod route;
+pub use acme::{Acme, ChallengeKind, LETSENCRYPT, LETSENCRYPT_STAGING};
 pub use route::{
     tls_name, Balance, CaFile, CookiesOverride, ForwardedOverride, HeadersOverride, HostPattern, PathPrefix,
     RedirectsOverride, Route, ServerUrl, Sticky,
@@ -65,6 +67,8 @@ pub struct Config {
     pub admin: Admin,
     /// Fixed request/response headers and HSTS.
     pub headers: Headers,
+    /// `[acme]`: automatic certificates.
+    pub acme: Acme,
     /// `[[route]]` tables: several apps behind one listener.
     #[serde(rename = "route")]
     pub routes: Vec<Route>,
@@ -609,6 +613,15 @@ impl Config {
         for entry in &mut config.tls.certificates {
             entry.locate(text);
         }
+        // By default http-01 is offered only when there is a plain listener.
+        let challenges_written = toml::from_str::<toml::Table>(text).is_ok_and(|t| {
+            t.get("acme")
+                .and_then(|a| a.as_table())
+                .is_some_and(|a| a.contains_key("challenges"))
+        });
+        if !challenges_written && config.listen.http.is_none() {
+            config.acme.challenges.retain(|c| *c != ChallengeKind::Http01);
+        }
         config.validate(source)?;
         Ok(config)
     }
@@ -622,7 +635,9 @@ impl Config {
             key: None,
             message: format!("cannot read the file: {e}"),
         })?;
-        Config::from_toml(&text, &source)
+        let mut config = Config::from_toml(&text, &source)?;
+        config.acme.resolve_beside(path);
+        Ok(config)
     }
 
     /// Cross-field checks that a single key's type cannot express.
@@ -726,6 +741,9 @@ impl Config {
             return Err(err("upstream", "timeouts must be greater than zero".into()));
         }
         route::validate(&self.routes, self.upstream_given).map_err(|(key, message)| err(&key, message))?;
+        self.acme
+            .validate(self.listen.http.is_some())
+            .map_err(|(key, message)| err(&key, message))?;
         Ok(())
     }
 
@@ -980,7 +998,7 @@ fn certificate_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Certificat
         .collect())
 }
 
-fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+pub(crate) fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     let s = String::deserialize(d)?;
     Ok((!s.trim().is_empty()).then(|| PathBuf::from(s)))
 }
@@ -1120,7 +1138,8 @@ impl fmt::Display for Config {
             list(&h.remove_response.iter().map(|n| n.as_str()).collect::<Vec<_>>())
         )?;
         writeln!(f, "set_response = {}", table(&h.set_response))?;
-        write!(f, "set_request = {}", table(&h.set_request))?;
+        writeln!(f, "set_request = {}", table(&h.set_request))?;
+        self.acme.write_toml(f, self.listen.http.is_some(), toml_string)?;
         if !self.routes.is_empty() {
             writeln!(f)?;
             route::display_routes(&self.routes, f)?;
@@ -1388,6 +1407,62 @@ rewrite_location = false
                 "[route.{table}] undocumented"
             );
         }
+    }
+
+    #[test]
+    fn acme_keys_are_checked() {
+        let c = parse("[acme]\nnames = [\"A.Example.com.\"]\n").unwrap();
+        assert_eq!(c.acme.names, ["a.example.com"]);
+        assert_eq!(c.acme.directory_url(), LETSENCRYPT);
+        assert_eq!(
+            c.acme.challenges,
+            [ChallengeKind::TlsAlpn01],
+            "no http-01 without listen.http"
+        );
+        let c = parse("[listen]\nhttp = \"127.0.0.1:8080\"\n[acme]\nnames = [\"a.example.com\"]\ndirectory = \"letsencrypt-staging\"\n").unwrap();
+        assert_eq!(c.acme.challenges, [ChallengeKind::TlsAlpn01, ChallengeKind::Http01]);
+        assert_eq!(c.acme.directory_url(), LETSENCRYPT_STAGING);
+        for (text, key, words) in [
+            ("names = [\"*.example.com\"]", "acme.names", "dns-01"),
+            ("names = [\"a.example.com\", \"A.example.com\"]", "acme.names", "twice"),
+            ("names = [\"127.0.0.1\"]", "acme.names", "IP address"),
+            (
+                "names = [\"a.example.com\"]\nchallenges = [\"http-01\"]",
+                "acme.challenges",
+                "listen.http",
+            ),
+            (
+                "names = [\"a.example.com\"]\nchallenges = []",
+                "acme.challenges",
+                "empty",
+            ),
+            ("challenges = [\"dns-01\"]", "acme.challenges", "tls-alpn-01"),
+            (
+                "directory = \"letsencrypt-prod\"",
+                "acme.directory",
+                "letsencrypt-staging",
+            ),
+            ("eab_kid = \"k\"", "acme.eab_hmac_key", "both"),
+            (
+                "eab_kid = \"k\"\neab_hmac_key = \"not base64!\"",
+                "acme.eab_hmac_key",
+                "base64url",
+            ),
+            ("email = \"nobody\"", "acme.email", "email"),
+            ("renew_before = \"0s\"", "acme.renew_before", "greater than zero"),
+        ] {
+            let e = parse(&format!("[acme]\n{text}\n")).unwrap_err();
+            assert!(e.key.as_deref().is_some_and(|k| k.starts_with(key)), "{text}: {e}");
+            assert!(e.to_string().contains(words), "{text}: {e}");
+        }
+        // storage defaults to acme/ beside the config file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tlsfront.toml");
+        std::fs::write(&file, "[acme]\nnames = [\"a.example.com\"]\n").unwrap();
+        assert_eq!(
+            Config::from_file(&file).unwrap().acme.storage_dir(),
+            dir.path().join("acme")
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! [`upstream`] and [`tls`].
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod body;

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
     /// Connections closed for a missing, bad or untrusted PROXY header, by reason.
     proxy_protocol_rejections: Family<Labels, Counter>,
+    /// ACME orders finished, by result (`success`, `failure`).
+    acme_orders: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -126,6 +128,7 @@ impl Metrics {
             server_up: Family::default(),
             certificate_expiry: Family::default(),
             proxy_protocol_rejections: Family::default(),
+            acme_orders: Family::default(),
             registry,
         };
         let r = &mut m.registry;
@@ -198,6 +201,14 @@ impl Metrics {
             "Connections closed for a missing, invalid or untrusted PROXY protocol header, by reason",
             m.proxy_protocol_rejections.clone(),
         );
+        r.register(
+            "acme_orders",
+            "ACME certificate orders finished, by result (success, failure)",
+            m.acme_orders.clone(),
+        );
+        for result in ["success", "failure"] {
+            drop(m.acme_orders.get_or_create(&vec![("result", result)]));
+        }
         // Every reason shows (as 0) before the first rejection.
         for reason in Rejection::ALL {
             drop(
@@ -206,6 +217,11 @@ impl Metrics {
             );
         }
         m
+    }
+
+    /// Counts a finished ACME order: `success` or `failure`.
+    pub fn count_acme_order(&self, result: &'static str) {
+        self.acme_orders.get_or_create(&vec![("result", result)]).inc();
     }
 
     /// Replaces the certificate expiry gauges with those of the certificates
@@ -275,6 +291,7 @@ mod tests {
         m.set_certificate_expiry(&[("old.test".into(), 1)]);
         m.set_certificate_expiry(&[("a.test".into(), 1_900_000_000), ("a.test".into(), 5)]);
         m.count_proxy_protocol_rejected(Rejection::UntrustedPeer);
+        m.count_acme_order("success");
         let server = vec![("upstream", "http://10.0.0.5:8000".to_string())];
         m.server_responses.get_or_create(&server).inc();
         m.server_up.get_or_create(&server).set(1);
@@ -324,6 +341,7 @@ mod tests {
                 "proxy_protocol_rejected",
                 "tlsfront_proxy_protocol_rejected_total{reason=\"untrusted_peer\"} 1",
             ),
+            ("acme_orders", "tlsfront_acme_orders_total{result=\"success\"} 1"),
         ];
         let exposed: Vec<&str> = text
             .lines()

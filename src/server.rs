@@ -61,6 +61,8 @@ pub struct Loaded {
     pub dev_ca: Option<PathBuf>,
     /// (label, notAfter in Unix seconds) of every served certificate.
     pub certificate_expiry: Vec<(String, i64)>,
+    /// `[acme] names` that have no certificate yet.
+    pub acme_missing: Vec<String>,
 }
 
 /// Loads the configuration again, the way it was loaded at start (same
@@ -80,6 +82,8 @@ pub struct Generation {
     proxy_protocol: Option<ProxyHeaderGate>,
     /// Files watched for changes.
     pub watch: Vec<PathBuf>,
+    /// `[acme] names` this generation has no certificate for (not ready).
+    pub acme_missing: Vec<String>,
 }
 
 /// State that outlives generations.
@@ -90,6 +94,8 @@ pub struct Server {
     hints: Arc<Hints>,
     tracker: TaskTracker,
     shutting_down: AtomicBool,
+    /// Open ACME challenges (http-01 answers on the plain listener).
+    challenges: Arc<crate::acme::Challenges>,
 }
 
 /// Builds a generation from a loaded configuration.
@@ -126,6 +132,7 @@ fn build_generation(
             timeout: config.listen.proxy_protocol_timeout,
         }),
         watch: loaded.watch,
+        acme_missing: loaded.acme_missing,
         config,
     }
 }
@@ -186,7 +193,7 @@ impl Server {
 /// Binds the listeners, serves until SIGTERM/SIGINT, reloads on SIGHUP and
 /// certificate changes, then drains in-flight work for up to
 /// `limits.shutdown_timeout`.
-pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
+pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::Challenges>) -> Result<(), ServerError> {
     let config = initial.config.clone();
     let dev_ca = initial.dev_ca.clone();
     let seen = initial.seen.clone();
@@ -212,6 +219,7 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
         hints,
         tracker: tracker.clone(),
         shutting_down: AtomicBool::new(false),
+        challenges: challenges.clone(),
     });
 
     // Signal handlers before the "listening" line: a signal sent as soon as
@@ -257,6 +265,8 @@ pub async fn run(initial: Loaded, loader: Loader) -> Result<(), ServerError> {
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
     tracker.spawn(accept_tls(https, https_addr, server.clone(), connections, shutdown_rx));
     tokio::spawn(reloader);
+    // Always running: a reload may turn [acme] on.
+    tokio::spawn(crate::acme::manage(server.clone(), challenges));
 
     stop.await;
     server.shutting_down.store(true, Ordering::Relaxed);
@@ -421,6 +431,12 @@ async fn serve_tls(
         }
     };
     server.telemetry.metrics.tls_handshakes.inc();
+    // A tls-alpn-01 validation ends with the handshake (RFC 8737 §3).
+    if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+        let mut tls = tls;
+        let _ = tls.shutdown().await;
+        return;
+    }
     conn.tls_version = match tls.get_ref().1.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
@@ -637,6 +653,21 @@ impl RedirectToHttps {
     }
 }
 
+fn http01_response(key_authorization: String) -> Response<ProxyBody> {
+    use http_body_util::{BodyExt, Full};
+    // Exactly the key authorization: no trailing newline.
+    let mut resp = Response::new(
+        Full::new(bytes::Bytes::from(key_authorization))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
+}
+
 async fn accept_plain(
     listener: TcpListener,
     redirect: RedirectToHttps,
@@ -658,8 +689,16 @@ async fn accept_plain(
                                 return;
                             }
                         }
-                        let service = service_fn(move |req: Request<Incoming>| async move {
-                            Ok::<_, Infallible>(redirect.respond(&req))
+                        let challenges = server.challenges.clone();
+                        let service = service_fn(move |req: Request<Incoming>| {
+                            // http-01 is answered before the redirect (RFC 8555 §8.3).
+                            let answer = challenges.http_answer(req.uri().path());
+                            async move {
+                                Ok::<_, Infallible>(match answer {
+                                    Some(key_authorization) => http01_response(key_authorization),
+                                    None => redirect.respond(&req),
+                                })
+                            }
                         });
                         let conn = hyper::server::conn::http1::Builder::new()
                             .timer(TokioTimer::new())

@@ -52,6 +52,7 @@ pub fn server_config(cert: &Path, key: &Path, min_version: TlsVersion) -> Result
         Arc::new(rustls::sign::SingleCertAndKey::from(certified)),
         min_version,
         cert,
+        false,
     )
 }
 
@@ -61,6 +62,7 @@ pub fn server_config_with_resolver(
     resolver: Arc<dyn rustls::server::ResolvesServerCert>,
     min_version: TlsVersion,
     origin: &Path,
+    acme_tls_alpn: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -70,10 +72,29 @@ pub fn server_config_with_resolver(
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // Last, so a client offering h2 or http/1.1 never gets it; the resolver
+    // answers a ClientHello offering only this with the validation certificate.
+    if acme_tls_alpn {
+        config.alpn_protocols.push(crate::acme::ACME_TLS_ALPN.to_vec());
+    }
     // Resumption by ticket as well as by the default in-memory session cache.
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| err(origin, format!("session tickets: {e}")))?;
     Ok(Arc::new(config))
+}
+
+/// Reads a PEM file holding a key and its chain (as ACME storage keeps
+/// them), checking that they belong together.
+pub fn certified_key_from_pem(pem: &[u8]) -> Result<CertifiedKey, String> {
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a valid PEM certificate chain ({e})"))?;
+    if chain.is_empty() {
+        return Err("no certificate in it".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no usable private key in it ({e})"))?;
+    CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+        .map_err(|e| format!("the key does not belong to the certificate ({e})"))
 }
 
 /// Reads a PEM chain and its key, and checks that the key belongs to the
