@@ -181,10 +181,7 @@ fn prepare_tls(
         .collect();
     let before = reload::fingerprint(&configured);
     let set = CertificateSet::load(config, source, &route_hosts(config), announce)?;
-    let tls = set.server_config(
-        config.tls.min_version,
-        config.acme.enabled().then(|| challenges.clone()),
-    )?;
+    let tls = set.server_config(config.tls.min_version, config.acme.active().then(|| challenges.clone()))?;
     if announce {
         for name in &config.acme.names {
             if set.acme_missing.contains(name) {
@@ -273,7 +270,7 @@ fn check(args: CheckArgs) -> Result<(), AppError> {
             served.cert.display()
         );
     }
-    if config.acme.enabled() {
+    if config.acme.active() {
         println!(
             "# acme: {} from {} ({}), stored in {}",
             config.acme.names.join(", "),
@@ -369,7 +366,7 @@ fn doctor(args: DoctorArgs) -> Result<(), AppError> {
         ..RunArgs::default()
     };
     let (config, _) = effective_config(&run_args)?;
-    if config.acme.enabled() && !args.json {
+    if config.acme.active() && !args.json {
         println!("ACME certificates ({}):", config.acme.storage_dir().display());
         for line in crate::acme::state_lines(&config.acme) {
             println!("  {line}");

@@ -622,6 +622,17 @@ impl Config {
         if !challenges_written && config.listen.http.is_none() {
             config.acme.challenges.retain(|c| *c != ChallengeKind::Http01);
         }
+        // `[acme] enabled = true`: every exact route host is a name too.
+        if config.acme.enabled {
+            for route in &config.routes {
+                if let Some(HostPattern::Exact(host)) = &route.host {
+                    let is_ip = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
+                    if !is_ip && !config.acme.names.contains(host) {
+                        config.acme.names.push(host.clone());
+                    }
+                }
+            }
+        }
         config.validate(source)?;
         Ok(config)
     }
@@ -744,6 +755,12 @@ impl Config {
         self.acme
             .validate(self.listen.http.is_some())
             .map_err(|(key, message)| err(&key, message))?;
+        if self.acme.enabled && self.acme.names.is_empty() {
+            return Err(err(
+                "acme.enabled",
+                "acme.enabled is true but acme.names is empty and no [[route]] has an exact host name; give names = [...] or route hosts".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -1407,6 +1424,26 @@ rewrite_location = false
                 "[route.{table}] undocumented"
             );
         }
+    }
+
+    #[test]
+    fn acme_enabled_takes_the_exact_route_hosts() {
+        let c = parse(
+            "[acme]\nenabled = true\nnames = [\"www.example.com\"]\n\
+             [[route]]\nhost = \"App.Example.com\"\nurl = \"http://127.0.0.1:1\"\n\
+             [[route]]\nhost = \"*.example.org\"\nurl = \"http://127.0.0.1:2\"\n\
+             [[route]]\nhost = \"www.example.com\"\npath = \"/x\"\nurl = \"http://127.0.0.1:3\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.acme.names, ["www.example.com", "app.example.com"]);
+        assert!(c.acme.active());
+        let again = parse(&c.to_string()).unwrap();
+        assert_eq!(again.acme.names, c.acme.names);
+        let e = parse("[acme]\nenabled = true\n[[route]]\nhost = \"*.example.org\"\nurl = \"http://127.0.0.1:2\"\n")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("acme.enabled"), "{e}");
+        let off = parse("[[route]]\nhost = \"a.example\"\nurl = \"http://127.0.0.1:2\"\n").unwrap();
+        assert!(!off.acme.active());
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub struct Acme {
     /// Renew when this much lifetime is left; empty = a third of the lifetime.
     #[serde(deserialize_with = "optional_duration")]
     pub renew_before: Option<Duration>,
+    /// Also get a certificate for every exact `[[route]]` host (wildcard
+    /// hosts need dns-01 and are left out).
+    pub enabled: bool,
 }
 
 impl Default for Acme {
@@ -86,13 +89,15 @@ impl Default for Acme {
             eab_kid: None,
             eab_hmac_key: None,
             renew_before: None,
+            enabled: false,
         }
     }
 }
 
 impl Acme {
-    /// Whether certificates are ordered at all.
-    pub fn enabled(&self) -> bool {
+    /// Whether certificates are ordered at all (names given, or derived
+    /// from the route hosts with `enabled = true`).
+    pub fn active(&self) -> bool {
         !self.names.is_empty()
     }
 
@@ -153,13 +158,13 @@ impl Acme {
                 return err("challenges", format!("lists {c} twice"));
             }
         }
-        if self.enabled() && self.challenges.contains(&ChallengeKind::Http01) && !has_http_listener {
+        if self.active() && self.challenges.contains(&ChallengeKind::Http01) && !has_http_listener {
             return err(
                 "challenges",
                 "lists http-01, but listen.http is empty: the CA would find nothing on port 80; set listen.http = \"0.0.0.0:80\" or remove \"http-01\"".into(),
             );
         }
-        if self.enabled() && self.usable_challenges(has_http_listener).is_empty() {
+        if self.active() && self.usable_challenges(has_http_listener).is_empty() {
             return err("challenges", "leaves no challenge tlsfront can answer".into());
         }
         if let Some(email) = &self.email {
@@ -199,6 +204,7 @@ impl Acme {
         let path = |p: &Option<PathBuf>| quote(&p.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
         let list = |items: Vec<String>| format!("[{}]", items.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", "));
         writeln!(f, "\n[acme]")?;
+        writeln!(f, "enabled = {}", self.enabled)?;
         writeln!(f, "names = {}", list(self.names.clone()))?;
         writeln!(f, "email = {}", opt(&self.email))?;
         writeln!(f, "directory = {}", quote(&self.directory))?;
