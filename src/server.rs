@@ -377,6 +377,12 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
         Ok(Ok(1)) => return answer_plain_http_on_tls_port(stream, conn.local).await,
         _ => return,
     }
+    // A second handle on the socket: when hyper ends a connection with an
+    // error (its own 431 for a head past its buffer) while the client is still
+    // sending, closing with unread bytes would reset the connection and could
+    // destroy the answer before the client reads it. See `linger`.
+    #[cfg(unix)]
+    let second_handle = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok();
     let io = stream;
     // Count a failure before the socket closes, so what a client sees and
     // what /metrics says agree: the fallible accept hands the socket back.
@@ -432,7 +438,7 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
         first_request: limits.header_read_timeout,
         idle: limits.idle_timeout,
     };
-    if speaks_h2 {
+    let ended = if speaks_h2 {
         // Boxed so that an HTTP/1.1 connection's task is not sized for HTTP/2's state.
         let mut connection = Box::pin(generation.http2.serve_connection(io, service));
         drive(
@@ -443,7 +449,7 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
             deadlines,
             shutdown,
         )
-        .await;
+        .await
     } else {
         let connection = generation.http1.serve_connection(io, service).with_upgrades();
         tokio::pin!(connection);
@@ -455,8 +461,46 @@ async fn serve_tls(stream: TcpStream, mut conn: Connection, server: Arc<Server>,
             deadlines,
             shutdown,
         )
-        .await;
+        .await
+    };
+    #[cfg(unix)]
+    if let (Ended::WithError, Some(handle)) = (ended, second_handle) {
+        linger(handle).await;
     }
+}
+
+/// How serving a connection ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Closed by either side, idle, or shut down.
+    Normally,
+    /// hyper gave up on it with an error.
+    WithError,
+}
+
+/// After an error: stop sending, read and discard what the client still
+/// sends (up to 1 MiB, 2 s), then close. nginx's lingering close: the client
+/// sees the answer and an end of stream instead of a reset.
+#[cfg(unix)]
+async fn linger(handle: std::os::fd::OwnedFd) {
+    let socket = std::net::TcpStream::from(handle);
+    if socket.shutdown(std::net::Shutdown::Write).is_err() || socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(mut socket) = TcpStream::from_std(socket) else {
+        return;
+    };
+    let mut sink = [0u8; 8192];
+    let drain = async {
+        let mut total = 0usize;
+        while total < (1 << 20) {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
 /// When an open connection is closed for lack of requests.
@@ -475,7 +519,8 @@ async fn drive<C, E>(
     conn: &Connection,
     deadlines: Deadlines,
     mut shutdown: watch::Receiver<bool>,
-) where
+) -> Ended
+where
     C: Future<Output = Result<(), E>> + ?Sized,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -495,8 +540,9 @@ async fn drive<C, E>(
                         server.telemetry.metrics.count_limit("header_bytes");
                     }
                     tracing::debug!("connection ended with an error: {e}");
+                    return Ended::WithError;
                 }
-                return;
+                return Ended::Normally;
             }
             _ = shutdown.changed() => break None,
             _ = tokio::time::sleep_until(check_at) => {
@@ -531,6 +577,7 @@ async fn drive<C, E>(
             let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
         }
     }
+    Ended::Normally
 }
 
 /// Plain HTTP on the TLS port: say so, in plain HTTP, then close.
