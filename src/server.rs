@@ -490,7 +490,8 @@ async fn linger(handle: std::os::fd::OwnedFd) {
     let Ok(mut socket) = TcpStream::from_std(socket) else {
         return;
     };
-    let mut sink = [0u8; 8192];
+    // On the heap: an array here would be part of every connection's task.
+    let mut sink = vec![0u8; 8192];
     let drain = async {
         let mut total = 0usize;
         while total < (1 << 20) {
