@@ -5,8 +5,10 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +17,9 @@ use arc_swap::ArcSwap;
 use http::header::{HeaderValue, HOST, LOCATION};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -77,7 +79,8 @@ pub struct Generation {
     /// The request pipeline (with its own upstream pool).
     pub proxy: Proxy,
     acceptor: TlsAcceptor,
-    http: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     /// `listen.proxy_protocol`: set when every connection must start with a header.
     proxy_protocol: Option<ProxyHeaderGate>,
     /// Files watched for changes.
@@ -109,13 +112,14 @@ fn build_generation(
     // The expiry metric follows the certificates of the newest generation.
     telemetry.metrics.set_certificate_expiry(&loaded.certificate_expiry);
     let limits = &config.limits;
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_request_header_bytes.max(8192) + 1024)
         .keep_alive(true);
-    http.http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(limits.max_pending_reset_streams)
@@ -126,7 +130,8 @@ fn build_generation(
     Generation {
         proxy: Proxy::new(&config, telemetry.clone(), hints.clone(), tracker.clone()),
         acceptor: TlsAcceptor::from(loaded.tls),
-        http,
+        http1,
+        http2,
         proxy_protocol: config.listen.proxy_protocol.then(|| ProxyHeaderGate {
             trusted: TrustedProxies::new(config.forwarded.trusted_proxies.clone()),
             timeout: config.listen.proxy_protocol_timeout,
@@ -381,12 +386,7 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
-async fn serve_tls(
-    mut stream: TcpStream,
-    mut conn: Connection,
-    server: Arc<Server>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn serve_tls(mut stream: TcpStream, mut conn: Connection, server: Arc<Server>, shutdown: watch::Receiver<bool>) {
     let generation = server.current();
     let limits = generation.config.limits.clone();
     server.telemetry.metrics.open_connections.inc();
@@ -409,6 +409,12 @@ async fn serve_tls(
         Ok(Ok(1)) => return answer_plain_http_on_tls_port(stream, conn.local).await,
         _ => return,
     }
+    // A second handle on the socket: when hyper ends a connection with an
+    // error (its own 431 for a head past its buffer) while the client is still
+    // sending, closing with unread bytes would reset the connection and could
+    // destroy the answer before the client reads it. See `linger`.
+    #[cfg(unix)]
+    let second_handle = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok();
     let io = stream;
     // Count a failure before the socket closes, so what a client sees and
     // what /metrics says agree: the fallible accept hands the socket back.
@@ -442,6 +448,11 @@ async fn serve_tls(
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
         _ => "",
     };
+    // The protocol is the one ALPN chose: no sniffing of the first bytes
+    // (hyper's auto-detection reads them apart, which made the HTTP/1.1 read
+    // buffer grow to 16 KiB on every connection). Without ALPN, HTTP/1.1:
+    // HTTP/2 over TLS is negotiated by ALPN only (RFC 9113 section 3.3).
+    let speaks_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let conn = Arc::new(conn);
     let service = {
         let server = server.clone();
@@ -451,31 +462,126 @@ async fn serve_tls(
             // the next request even on a kept-alive connection.
             let generation = server.current();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(generation.proxy.handle(req, &conn).await) }
+            // Boxed: hyper keeps an HTTP/1.1 connection's request-future slot
+            // for the connection's whole life and copies an HTTP/2 stream's
+            // future into a task of its own; a pointer is cheaper to hold
+            // idle and to move than the request's multi-KiB state.
+            let handling: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> =
+                Box::pin(async move { generation.proxy.handle(req, &conn).await });
+            async move { Ok::<_, Infallible>(handling.await) }
         })
     };
-    let connection = generation
-        .http
-        .serve_connection_with_upgrades(TokioIo::new(tls), service);
-    tokio::pin!(connection);
+    let io = TokioIo::new(tls);
+    let deadlines = Deadlines {
+        first_request: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+    };
+    let ended = if speaks_h2 {
+        // Boxed so that an HTTP/1.1 connection's task is not sized for HTTP/2's state.
+        let mut connection = Box::pin(generation.http2.serve_connection(io, service));
+        drive(
+            connection.as_mut(),
+            |c| c.graceful_shutdown(),
+            &server,
+            &conn,
+            deadlines,
+            shutdown,
+        )
+        .await
+    } else {
+        let connection = generation.http1.serve_connection(io, service).with_upgrades();
+        tokio::pin!(connection);
+        drive(
+            connection.as_mut(),
+            |c| c.graceful_shutdown(),
+            &server,
+            &conn,
+            deadlines,
+            shutdown,
+        )
+        .await
+    };
+    #[cfg(unix)]
+    if let (Ended::WithError, Some(handle)) = (ended, second_handle) {
+        linger(handle).await;
+    }
+}
+
+/// How serving a connection ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Closed by either side, idle, or shut down.
+    Normally,
+    /// hyper gave up on it with an error.
+    WithError,
+}
+
+/// After an error: stop sending, read and discard what the client still
+/// sends (up to 1 MiB, 2 s), then close. nginx's lingering close: the client
+/// sees the answer and an end of stream instead of a reset.
+#[cfg(unix)]
+async fn linger(handle: std::os::fd::OwnedFd) {
+    let socket = std::net::TcpStream::from(handle);
+    if socket.shutdown(std::net::Shutdown::Write).is_err() || socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(mut socket) = TcpStream::from_std(socket) else {
+        return;
+    };
+    // On the heap: an array here would be part of every connection's task.
+    let mut sink = vec![0u8; 8192];
+    let drain = async {
+        let mut total = 0usize;
+        while total < (1 << 20) {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
+/// When an open connection is closed for lack of requests.
+#[derive(Clone, Copy)]
+struct Deadlines {
+    first_request: Duration,
+    idle: Duration,
+}
+
+/// Serves a connection to its end, closing it when it stays without requests
+/// too long or when tlsfront shuts down (what is in flight finishes first).
+async fn drive<C, E>(
+    mut connection: Pin<&mut C>,
+    graceful_shutdown: impl Fn(Pin<&mut C>),
+    server: &Server,
+    conn: &Connection,
+    deadlines: Deadlines,
+    mut shutdown: watch::Receiver<bool>,
+) -> Ended
+where
+    C: Future<Output = Result<(), E>> + ?Sized,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     // Deadlines by requests, not bytes: a client trickling a request (or an
     // HTTP/2 preface, which hyper's header timer does not cover) a byte at a
     // time is neither active nor allowed to hold its slot.
-    let idle = limits.idle_timeout;
-    let first_request = limits.header_read_timeout;
+    let Deadlines { first_request, idle } = deadlines;
     let opened = monotonic_millis();
     let mut check_at = tokio::time::Instant::now() + first_request.min(idle);
     let closing = loop {
         tokio::select! {
             res = connection.as_mut() => {
                 if let Err(e) = res {
+                    let e: Box<dyn std::error::Error + Send + Sync> = e.into();
                     // hyper answered 431 itself: the head outgrew its read buffer.
                     if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
                         server.telemetry.metrics.count_limit("header_bytes");
                     }
                     tracing::debug!("connection ended with an error: {e}");
+                    return Ended::WithError;
                 }
-                return;
+                return Ended::Normally;
             }
             _ = shutdown.changed() => break None,
             _ = tokio::time::sleep_until(check_at) => {
@@ -499,7 +605,7 @@ async fn serve_tls(
     };
     // Shutdown or idle: finish what is in flight, accept nothing new. An idle
     // peer that does not let go within a second is dropped.
-    connection.as_mut().graceful_shutdown();
+    graceful_shutdown(connection.as_mut());
     match closing {
         None => {
             // A second signal on the channel is shutdown_timeout running out:
@@ -517,6 +623,7 @@ async fn serve_tls(
             let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
         }
     }
+    Ended::Normally
 }
 
 /// `listen.proxy_protocol`: who may send the PROXY header, and how long

@@ -522,6 +522,26 @@ async fn stale_pooled_connections_are_retried_safely() {
     );
 }
 
+/// The race a pool cannot see coming: the app closes a kept-alive connection
+/// just as a request is written to it. hyper gives back only a request it did
+/// not write, so tlsfront keeps a copy of a bodiless idempotent request's head
+/// (on reused connections) to send it again on a new connection.
+#[tokio::test]
+async fn a_get_the_app_drops_after_it_was_written_is_sent_again() {
+    let up = RawUpstream::start(Behaviour::DropsSecondRequest).await;
+    let proxy = Proxy::start("", up.addr);
+    let mut c = Client::connect(&proxy, false).await;
+    for i in 0..3 {
+        let (parts, body) = c
+            .text(get(&proxy, "/", false).body(Full::new(Bytes::new())).unwrap())
+            .await;
+        assert_eq!(parts.status, 200, "request {i}: {body}");
+    }
+    // The second and third GETs each met a pooled connection that read them
+    // and closed: each reached the app twice.
+    assert_eq!(up.requests(), 5);
+}
+
 /// Found by the long suite: hyper's header timer does not cover HTTP/2, so
 /// a client trickling the preface or a HEADERS frame held its slot forever.
 #[tokio::test]

@@ -17,6 +17,10 @@ pub enum Behaviour {
     /// Answers one request per connection, then closes the connection after
     /// a short idle pause (a pool that keeps it sees it go stale).
     OnePerConnection,
+    /// Answers the first request of a connection; reads the second whole and
+    /// closes without answering (the app closing a kept-alive connection just
+    /// as a request arrives: the request was written, then the connection reset).
+    DropsSecondRequest,
     /// Sends a head promising 1,000,000 bytes, 1,000 bytes of body, then closes.
     ResetMidBody,
     /// Sends bytes that are not HTTP.
@@ -73,6 +77,7 @@ impl RawUpstream {
 async fn serve(mut stream: TcpStream, behaviour: Behaviour, rec: Arc<Mutex<Vec<Vec<u8>>>>, index: usize) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
+    let mut answered = 0u32;
     loop {
         // Read one request: head, then a Content-Length or chunked body.
         let head_end = loop {
@@ -129,6 +134,16 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour, rec: Arc<Mutex<Vec<V
                     return;
                 }
             }
+            Behaviour::DropsSecondRequest if answered > 0 => return,
+            Behaviour::DropsSecondRequest => {
+                if stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
             Behaviour::OnePerConnection => {
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -149,6 +164,7 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour, rec: Arc<Mutex<Vec<V
                 return;
             }
         }
+        answered += 1;
     }
 }
 
