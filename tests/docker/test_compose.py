@@ -402,5 +402,7 @@ def test_unix_socket_variant_reaches_gunicorn_over_the_socket(stack: Stack):
 
 def test_down_v_leaves_nothing_behind(stack: Stack):
     assert stack_resources()["volumes"], "the certificate volume should exist before down -v"
-    stack.compose("down", "-v", timeout=180)
+    # With the Unix-socket overlay too: it adds the socket volume, which a
+    # `down -v` that does not name the overlay would not know about.
+    stack.compose("down", "-v", files=(DOCKER_DIR / "compose.unix-socket.yaml",), timeout=180)
     assert stack_resources() == {"containers": [], "networks": [], "volumes": []}
