@@ -199,8 +199,10 @@ def stack(tmp_path_factory, request):
     up --build -d` with only the ports remapped. Taken down (`down -v`) at the
     end; its logs are printed when a test failed."""
     s = Stack(tmp_path_factory.mktemp("compose"))
-    # A run that was killed may have left its project behind.
-    s.compose("down", "-v", "--remove-orphans", timeout=120, check=False)
+    # A run that was killed may have left its project behind (with the
+    # Unix-socket overlay named, so its socket volume goes too).
+    s.compose("down", "-v", "--remove-orphans", files=(DOCKER_DIR / "compose.unix-socket.yaml",),
+              timeout=120, check=False)
     started = time.monotonic()
     s.compose("up", "--build", "-d", timeout=600)
     s.up_seconds = time.monotonic() - started
