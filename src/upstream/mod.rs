@@ -224,6 +224,8 @@ pub struct Server {
     responses: Counter,
     up: Gauge,
     metrics_failures: Vec<(FailureKind, Counter)>,
+    /// Its `reset_mid_body` counter, handed to every response body.
+    cut_off: Counter,
 }
 
 impl Server {
@@ -234,7 +236,7 @@ impl Server {
             .cloned()
             .unwrap_or_else(|| Authority::from_static("localhost"));
         let labels = vec![("upstream", label.clone())];
-        let failures = [
+        let failures: Vec<(FailureKind, Counter)> = [
             FailureKind::ConnectRefused,
             FailureKind::ConnectTimeout,
             FailureKind::ResetBeforeResponse,
@@ -267,6 +269,11 @@ impl Server {
             last_answer: AtomicU64::new(0),
             responses: metrics.server_responses.get_or_create(&labels).clone(),
             up,
+            cut_off: failures
+                .iter()
+                .find(|(k, _)| *k == FailureKind::ResetMidBody)
+                .map(|(_, c)| c.clone())
+                .expect("ResetMidBody is among the counted failure kinds"),
             metrics_failures: failures,
             authority,
             label,
@@ -643,11 +650,14 @@ fn target(url: &ServerUrl, tls: Option<&Arc<UpstreamTls>>) -> Target {
 /// `Host` header, no `TE`. Either way round, so a replay on a connection of
 /// the other version is shaped again.
 fn fit_to_connection(req: &mut Request<ProxyBody>, sender: &Sender, scheme: &Scheme) {
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    // Only where the URI is rebuilt: an HTTP/1.1 request in origin form (the
+    // usual case) is left as it is, with no copy.
+    let path_of = |req: &Request<ProxyBody>| {
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
+    };
     match sender.version() {
         Version::HTTP_2 => {
             let host = req.headers_mut().remove(HOST);
@@ -658,7 +668,7 @@ fn fit_to_connection(req: &mut Request<ProxyBody>, sender: &Sender, scheme: &Sch
                 if let Ok(uri) = Uri::builder()
                     .scheme(scheme.clone())
                     .authority(authority)
-                    .path_and_query(path)
+                    .path_and_query(path_of(req))
                     .build()
                 {
                     *req.uri_mut() = uri;
@@ -676,7 +686,7 @@ fn fit_to_connection(req: &mut Request<ProxyBody>, sender: &Sender, scheme: &Sch
                         req.headers_mut().insert(HOST, host);
                     }
                 }
-                *req.uri_mut() = Uri::from(path);
+                *req.uri_mut() = Uri::from(path_of(req));
             }
             req.headers_mut().remove(TE);
             *req.version_mut() = Version::HTTP_11;
@@ -688,18 +698,8 @@ fn pooled(resp: Response<hyper::body::Incoming>, conn: PooledConn, server: &Serv
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         resp.map(PooledBody::detached)
     } else {
-        let cut_off = server
-            .metrics_failures
-            .iter()
-            .find(|(k, _)| *k == FailureKind::ResetMidBody)
-            .map(|(_, c)| c.clone());
-        resp.map(|b| {
-            let body = PooledBody::new(b, conn);
-            match cut_off {
-                Some(c) => body.counting_cut_off(c),
-                None => body,
-            }
-        })
+        let cut_off = server.cut_off.clone();
+        resp.map(|b| PooledBody::new(b, conn).counting_cut_off(cut_off))
     }
 }
 
