@@ -461,6 +461,8 @@ impl Proxy {
         Ok((route, target))
     }
 
+    /// `tlsfront_upstream_errors_total{kind}`: the one mapping from a typed
+    /// failure to its label, onto handles made once (no label lookup per request).
     fn count_upstream_error(&self, e: &UpstreamError) {
         let m = &self.telemetry.metrics;
         match e.kind {

@@ -78,19 +78,6 @@ impl FailureKind {
         }
     }
 
-    /// The `kind` label of `tlsfront_upstream_errors_total`.
-    pub fn metric_kind(self) -> &'static str {
-        match self {
-            FailureKind::ConnectRefused | FailureKind::ConnectTimeout | FailureKind::Tls => "connect",
-            FailureKind::ResponseTimeout => "timeout",
-            FailureKind::ResetBeforeResponse
-            | FailureKind::Protocol
-            | FailureKind::UpgradeOverHttp2
-            | FailureKind::ResetMidBody => "protocol",
-            FailureKind::NoHealthyServer => "no_healthy_server",
-        }
-    }
-
     /// The `kind` label of `tlsfront_upstream_server_failures_total`.
     fn server_metric_kind(self) -> &'static str {
         match self {
