@@ -357,12 +357,11 @@ async fn accept_tls(
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let conn = Connection::new(peer, local);
                     let server2 = server.clone();
                     let shutdown = shutdown.clone();
                     server.tracker.spawn(async move {
                         let _permit = permit;
-                        serve_tls(stream, conn, server2, shutdown).await;
+                        serve_tls(stream, peer, local, server2, shutdown).await;
                     });
                 }
                 Err(e) => accept_error(e).await,
@@ -386,17 +385,83 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
-async fn serve_tls(mut stream: TcpStream, mut conn: Connection, server: Arc<Server>, shutdown: watch::Receiver<bool>) {
+/// What the TLS handshake settled, taken out of the stream in one place.
+struct Accepted {
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    /// ALPN chose HTTP/2.
+    speaks_h2: bool,
+    /// A tls-alpn-01 validation: it ends with the handshake (RFC 8737 §3).
+    acme_validation: bool,
+    tls_version: &'static str,
+}
+
+/// The TLS handshake, within `timeout`; `None` (counted and logged) when it
+/// fails. A function of its own that hands the stream over by value: a
+/// future keeps a slot for every local that was ever borrowed across an
+/// await, and the finished handshake plus the borrowed TLS stream held
+/// ~2.4 KiB of every idle connection's task that way.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    server: &Server,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<Accepted> {
+    // Count a failure before the socket closes, so what a client sees and
+    // what /metrics says agree: the fallible accept hands the socket back.
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream).into_fallible()).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err((e, io))) => {
+            server.telemetry.metrics.tls_handshake_failures.inc();
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            drop(io);
+            return None;
+        }
+        Err(_) => {
+            server.telemetry.metrics.tls_handshake_failures.inc();
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return None;
+        }
+    };
+    server.telemetry.metrics.tls_handshakes.inc();
+    let session = tls.get_ref().1;
+    // The protocol is the one ALPN chose: no sniffing of the first bytes
+    // (hyper's auto-detection reads them apart, which made the HTTP/1.1 read
+    // buffer grow to 16 KiB on every connection). Without ALPN, HTTP/1.1:
+    // HTTP/2 over TLS is negotiated by ALPN only (RFC 9113 section 3.3).
+    let speaks_h2 = session.alpn_protocol() == Some(b"h2");
+    let acme_validation = session.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN);
+    let tls_version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "",
+    };
+    Some(Accepted {
+        tls,
+        speaks_h2,
+        acme_validation,
+        tls_version,
+    })
+}
+
+async fn serve_tls(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    server: Arc<Server>,
+    shutdown: watch::Receiver<bool>,
+) {
     let generation = server.current();
-    let limits = generation.config.limits.clone();
+    let limits = &generation.config.limits;
     server.telemetry.metrics.open_connections.inc();
     let _open = OpenConnection(&server.telemetry);
     let _ = stream.set_nodelay(true);
 
     // Behind an L4 balancer the client is whom the PROXY header names.
+    let mut peer = peer;
     if let Some(gate) = &generation.proxy_protocol {
-        match gate.admit(&mut stream, conn.peer, &server.telemetry).await {
-            Some(client) => conn = Connection::new(client, conn.local),
+        match gate.admit(&mut stream, peer, &server.telemetry).await {
+            Some(client) => peer = client,
             None => return,
         }
     }
@@ -406,7 +471,7 @@ async fn serve_tls(mut stream: TcpStream, mut conn: Connection, server: Arc<Serv
     let mut first = [0u8; 1];
     match tokio::time::timeout(limits.handshake_timeout, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == 0x16 => {}
-        Ok(Ok(1)) => return answer_plain_http_on_tls_port(stream, conn.local).await,
+        Ok(Ok(1)) => return answer_plain_http_on_tls_port(stream, local).await,
         _ => return,
     }
     // A second handle on the socket: when hyper ends a connection with an
@@ -415,45 +480,27 @@ async fn serve_tls(mut stream: TcpStream, mut conn: Connection, server: Arc<Serv
     // destroy the answer before the client reads it. See `linger`.
     #[cfg(unix)]
     let second_handle = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok();
-    let io = stream;
-    // Count a failure before the socket closes, so what a client sees and
-    // what /metrics says agree: the fallible accept hands the socket back.
-    let accept = generation.acceptor.accept(io).into_fallible();
-    tokio::pin!(accept);
-    let tls = tokio::select! {
-        done = &mut accept => match done {
-            Ok(tls) => tls,
-            Err((e, io)) => {
-                server.telemetry.metrics.tls_handshake_failures.inc();
-                tracing::debug!(peer = %conn.peer, "TLS handshake failed: {e}");
-                drop(io);
-                return;
-            }
-        },
-        _ = tokio::time::sleep(limits.handshake_timeout) => {
-            server.telemetry.metrics.tls_handshake_failures.inc();
-            tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
-            return;
-        }
+    let handshake = handshake(&generation.acceptor, stream, &server, peer, limits.handshake_timeout);
+    // Bound field by field: a whole `Accepted` local would keep its slot
+    // while its copied fields are still readable.
+    let Some(Accepted {
+        tls,
+        speaks_h2,
+        acme_validation,
+        tls_version,
+    }) = handshake.await
+    else {
+        return;
     };
-    server.telemetry.metrics.tls_handshakes.inc();
-    // A tls-alpn-01 validation ends with the handshake (RFC 8737 §3).
-    if tls.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+    if acme_validation {
         let mut tls = tls;
         let _ = tls.shutdown().await;
         return;
     }
-    conn.tls_version = match tls.get_ref().1.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "",
-    };
-    // The protocol is the one ALPN chose: no sniffing of the first bytes
-    // (hyper's auto-detection reads them apart, which made the HTTP/1.1 read
-    // buffer grow to 16 KiB on every connection). Without ALPN, HTTP/1.1:
-    // HTTP/2 over TLS is negotiated by ALPN only (RFC 9113 section 3.3).
-    let speaks_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let conn = Arc::new(conn);
+    let conn = Arc::new(Connection {
+        tls_version,
+        ..Connection::new(peer, local)
+    });
     let service = {
         let server = server.clone();
         let conn = conn.clone();
