@@ -13,6 +13,28 @@ use crate::reload::{self, Fingerprint};
 use crate::server::{self, Loaded, Loader, ServerError};
 use crate::tls::{self, TlsError};
 
+/// Writes a command's report to standard output. A reader that went away
+/// (`tlsfront check | head`) ends the report, not the process: `println!`
+/// panics on a closed pipe. Any other write error is said on stderr.
+fn to_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if let Err(e) = std::io::stdout().write_fmt(text) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("tlsfront: cannot write to standard output: {e}");
+        }
+    }
+}
+
+/// `println!` through [`to_stdout`].
+macro_rules! say {
+    () => {
+        to_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        to_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// Why a command failed; decides the exit code.
 #[derive(Debug)]
 pub enum AppError {
@@ -256,7 +278,7 @@ fn check(args: CheckArgs) -> Result<(), AppError> {
     };
     let (config, source) = effective_config(&run_args)?;
     let certificates = CertificateSet::check(&config, &source.to_string())?;
-    println!("# configuration OK: {source}");
+    say!("# configuration OK: {source}");
     for (i, served) in certificates.served.iter().enumerate() {
         let names = if served.names.is_empty() {
             "any name".to_string()
@@ -264,14 +286,14 @@ fn check(args: CheckArgs) -> Result<(), AppError> {
             served.names.join(", ")
         };
         let default = if i == 0 { ", the default" } else { "" };
-        println!(
+        say!(
             "# certificate {}: {} for {names}{default}",
             served.origin,
             served.cert.display()
         );
     }
     if config.acme.active() {
-        println!(
+        say!(
             "# acme: {} from {} ({}), stored in {}",
             config.acme.names.join(", "),
             config.acme.directory_url(),
@@ -286,21 +308,21 @@ fn check(args: CheckArgs) -> Result<(), AppError> {
         );
     }
     if config.uses_dev_cert() {
-        println!(
+        say!(
             "# no tls.cert/tls.key: a development certificate is generated into (or reused from) {} for the names no certificate covers",
             config.tls.self_signed_dir.display()
         );
     }
     if !config.routes.is_empty() {
-        println!("# routes, in the order they are matched (the first that matches takes the request):");
+        say!("# routes, in the order they are matched (the first that matches takes the request):");
         for (i, line) in crate::routes::describe(&config).iter().enumerate() {
-            println!("#   {}. {line}", i + 1);
+            say!("#   {}. {line}", i + 1);
         }
         if !config.upstream_given {
-            println!("#   a request no route takes: 421 if no route serves its host, else 404");
+            say!("#   a request no route takes: 421 if no route serves its host, else 404");
         }
     }
-    println!("{config}");
+    say!("{config}");
     Ok(())
 }
 
@@ -312,10 +334,10 @@ fn cert(args: CertArgs) -> Result<(), AppError> {
     };
     let dev = tls::generate_dev_certs(&args.out, &hosts)?;
     let ca_state = if dev.ca_reused { "reused" } else { "created" };
-    println!("development CA ({ca_state}): {}", dev.ca.display());
-    println!("certificate for {}: {}", hosts.join(", "), dev.cert.display());
-    println!("private key (mode 0600): {}", dev.key.display());
-    println!(
+    say!("development CA ({ca_state}): {}", dev.ca.display());
+    say!("certificate for {}: {}", hosts.join(", "), dev.cert.display());
+    say!("private key (mode 0600): {}", dev.key.display());
+    say!(
         "trust the CA, e.g.: curl --cacert {} https://localhost:8443/",
         dev.ca.display()
     );
@@ -352,7 +374,7 @@ fn health(args: HealthArgs) -> Result<(), AppError> {
     };
     match crate::health::check(&url, std::time::Duration::from_secs(3)) {
         Ok(line) => {
-            println!("healthy: {url}: {line}");
+            say!("healthy: {url}: {line}");
             Ok(())
         }
         Err(error) => Err(AppError::Health { url, error }),
@@ -367,11 +389,11 @@ fn doctor(args: DoctorArgs) -> Result<(), AppError> {
     };
     let (config, _) = effective_config(&run_args)?;
     if config.acme.active() && !args.json {
-        println!("ACME certificates ({}):", config.acme.storage_dir().display());
+        say!("ACME certificates ({}):", config.acme.storage_dir().display());
         for line in crate::acme::state_lines(&config.acme) {
-            println!("  {line}");
+            say!("  {line}");
         }
-        println!();
+        say!();
     }
     let public_url = args
         .public_url
@@ -397,12 +419,12 @@ fn doctor(args: DoctorArgs) -> Result<(), AppError> {
         })
     })?;
     if args.json {
-        println!("{}", crate::doctor::render_json(&report));
+        say!("{}", crate::doctor::render_json(&report));
     } else {
-        print!(
+        to_stdout(format_args!(
             "{}",
             crate::doctor::render_human(&report, std::io::stdout().is_terminal())
-        );
+        ));
     }
     if report.has_errors() {
         Err(AppError::Findings)

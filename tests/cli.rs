@@ -191,3 +191,29 @@ fn mismatched_cert_and_key_exit_2_naming_the_files() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("garbage.pem"), "{}", stderr(&o));
 }
+
+/// `tlsfront check | head` (or any reader that goes away): the report ends,
+/// the exit code is still the configuration's, and nothing panics.
+#[test]
+fn check_into_a_closed_pipe_exits_0_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.toml"),
+        "[upstream]\nurl = \"http://127.0.0.1:5000\"\n",
+    )
+    .unwrap();
+    // The reading end is closed before tlsfront writes a byte, so its very
+    // first write fails with a broken pipe (no pipe buffer to absorb it).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(env!("CARGO_BIN_EXE_tlsfront"))
+        .args(["check", "-c", "t.toml"])
+        .current_dir(dir.path())
+        .env_remove("TLSFRONT_CONFIG")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
