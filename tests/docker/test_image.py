@@ -73,3 +73,20 @@ def test_size_added_on_the_base_image_is_bounded():
         f"{'(local stand-in) ' if stand_in else ''}{base['Size'] / 1e6:.1f} MB + {added_mb:.1f} MB added"
     )
     assert added_mb <= MAX_ADDED_MB, f"the image adds {added_mb:.1f} MB to its base (bound {MAX_ADDED_MB} MB)"
+
+
+def test_system_roots_are_in_the_image_for_https_servers_and_acme():
+    # An https:// route server without `ca`, and ACME's HTTPS to the CA, are
+    # verified against the system roots: the image must carry a bundle, or
+    # tlsfront warns at start that it has none (as the image once did).
+    config = '[listen]\nhttps = "127.0.0.1:8443"\n[[route]]\nurl = "https://127.0.0.1:9"\n'
+    script = (
+        f"printf '{config}' > /tmp/t.toml && "
+        "timeout -s TERM 3 tlsfront run -c /tmp/t.toml; "
+        "grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt"
+    )
+    out = docker("run", "--rm", "--entrypoint", "/bin/sh", IMAGE, "-c", script, check=False)
+    logs = out.stdout + out.stderr
+    assert "listening" in logs, logs
+    assert "no system CA certificates" not in logs, logs
+    assert int(out.stdout.strip().splitlines()[-1]) >= 100, logs
