@@ -32,7 +32,9 @@ trap cleanup EXIT
 "$bin" cert --out "$dir/certs" --host localhost --host 127.0.0.1 >/dev/null
 "$load" upstream "$up_addr" >"$dir/upstream.log" 2>&1 &
 pids+=($!)
-valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$dir/cg.out" \
+# One CPU, as the shared harness gives the proxy: tlsfront then runs tokio's
+# current-thread scheduler, the one the harness's figures come from.
+taskset -c 0 valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$dir/cg.out" \
     "$bin" run -c bench/tlsfront.toml --listen "$tls_addr" --upstream "http://$up_addr" \
     --cert "$dir/certs/cert.pem" --key "$dir/certs/key.pem" >"$dir/tlsfront.log" 2>&1 &
 vg=$!
