@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::proxy::RequestGuard;
+use crate::proxy::{Connection, RequestGuard};
 use crate::telemetry::{InFlight, Telemetry};
 use crate::upstream::{BoxError, ProxyBody};
 
@@ -51,16 +51,32 @@ pub struct LimitedBody {
     remaining: u64,
     outcome: BodyOutcome,
     telemetry: Arc<Telemetry>,
+    /// The connection the body comes in on, told when it was read to its
+    /// end (`None` for a request without a body).
+    reader: Option<Arc<Connection>>,
 }
 
 impl LimitedBody {
     /// `limit` 0 = unlimited. `outcome` records why the body failed, if it did.
-    pub fn new(inner: Incoming, limit: u64, outcome: BodyOutcome, telemetry: Arc<Telemetry>) -> Self {
+    pub fn new(
+        inner: Incoming,
+        limit: u64,
+        outcome: BodyOutcome,
+        telemetry: Arc<Telemetry>,
+        reader: Option<Arc<Connection>>,
+    ) -> Self {
         LimitedBody {
             inner,
             remaining: if limit == 0 { u64::MAX } else { limit },
             outcome,
             telemetry,
+            reader,
+        }
+    }
+
+    fn read_to_the_end(&mut self) {
+        if let Some(conn) = self.reader.take() {
+            conn.requests.body_read();
         }
     }
 }
@@ -76,7 +92,10 @@ impl Body for LimitedBody {
                 self.outcome.0.store(BodyOutcome::CLIENT_ERROR, Ordering::Relaxed);
                 return Poll::Ready(Some(Err(e.into())));
             }
-            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.read_to_the_end();
+                return Poll::Ready(None);
+            }
             Poll::Pending => return Poll::Pending,
         };
         if let Some(data) = frame.data_ref() {
@@ -87,6 +106,9 @@ impl Body for LimitedBody {
             }
             self.remaining -= n;
             self.telemetry.metrics.bytes_in.inc_by(n);
+        }
+        if self.inner.is_end_stream() {
+            self.read_to_the_end();
         }
         Poll::Ready(Some(Ok(frame)))
     }

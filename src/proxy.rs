@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, EXPECT, HOST, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
@@ -58,6 +58,7 @@ pub struct RequestTracker {
     started: std::sync::atomic::AtomicU64,
     in_flight: std::sync::atomic::AtomicUsize,
     last_done: std::sync::atomic::AtomicU64,
+    body_unread: std::sync::atomic::AtomicBool,
 }
 
 impl RequestTracker {
@@ -74,6 +75,23 @@ impl RequestTracker {
     /// When the last response ended ([`monotonic_millis`]).
     pub fn last_done(&self) -> u64 {
         self.last_done.load(Ordering::Relaxed)
+    }
+
+    /// Whether the latest request came with a body that was not read to its
+    /// end (answered before it was: a 413, a refusal, an app that answered
+    /// early). HTTP/1.1 then cannot reuse the connection, and closing it
+    /// with the body's bytes unread would reset it under the answer.
+    pub fn body_left_unread(&self) -> bool {
+        self.body_unread.load(Ordering::Relaxed)
+    }
+
+    fn set_body_unread(&self, unread: bool) {
+        self.body_unread.store(unread, Ordering::Relaxed);
+    }
+
+    /// The latest request's body was read to its end.
+    pub fn body_read(&self) {
+        self.set_body_unread(false);
     }
 }
 
@@ -158,6 +176,7 @@ impl Proxy {
     /// Proxies one request. Never fails: problems become 4xx/5xx responses.
     pub async fn handle(&self, req: Request<Incoming>, conn: &Arc<Connection>) -> Response<ProxyBody> {
         let guard = conn.begin_request();
+        conn.requests.set_body_unread(!req.body().is_end_stream());
         let started = Instant::now();
         let logging = self.telemetry.access_log.enabled();
         let time = if logging {
@@ -202,7 +221,7 @@ impl Proxy {
         Response::from_parts(head, body.boxed())
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, conn: &Connection) -> Forwarded {
+    async fn forward(&self, mut req: Request<Incoming>, conn: &Arc<Connection>) -> Forwarded {
         let peer_ip = conn.peer.ip().to_canonical();
         let method = req.method().clone();
         let refuse = |status, text: &str, host: Option<HeaderValue>| Forwarded {
@@ -292,7 +311,14 @@ impl Proxy {
 
         // 4. Upstream: pick a server, send, wait for the response head.
         let outcome = BodyOutcome::default();
-        let body = LimitedBody::new(body, self.max_body_bytes, outcome.clone(), self.telemetry.clone());
+        let reader = (!body.is_end_stream()).then(|| conn.clone());
+        let body = LimitedBody::new(
+            body,
+            self.max_body_bytes,
+            outcome.clone(),
+            self.telemetry.clone(),
+            reader,
+        );
         let asked = Instant::now();
         let sent = route
             .upstream

@@ -548,9 +548,14 @@ async fn serve_tls(
         )
         .await
     };
+    // Also after an HTTP/1.1 answer given before the request's body was read
+    // (tlsfront's own 413, an app that refused an upload early): hyper then
+    // closes the connection with the client still sending.
     #[cfg(unix)]
-    if let (Ended::WithError, Some(handle)) = (ended, second_handle) {
-        linger(handle).await;
+    if let Some(handle) = second_handle {
+        if ended == Ended::WithError || (!speaks_h2 && conn.requests.body_left_unread()) {
+            linger(handle).await;
+        }
     }
 }
 
@@ -563,9 +568,10 @@ enum Ended {
     WithError,
 }
 
-/// After an error: stop sending, read and discard what the client still
-/// sends (up to 1 MiB, 2 s), then close. nginx's lingering close: the client
-/// sees the answer and an end of stream instead of a reset.
+/// After an error, or an answer given before the request body was read:
+/// stop sending, read and discard what the client still sends (up to 1 MiB,
+/// 2 s), then close. nginx's lingering close: the client sees the answer and
+/// an end of stream instead of a reset.
 #[cfg(unix)]
 async fn linger(handle: std::os::fd::OwnedFd) {
     let socket = std::net::TcpStream::from(handle);

@@ -218,6 +218,44 @@ async fn oversized_bodies_get_413() {
     );
 }
 
+/// A client still sending a large body when tlsfront answers 413 (as a
+/// browser uploading a file does: no `Expect: 100-continue`) is not reset
+/// while it sends, and reads the 413. The connection cannot be reused;
+/// closing it with the body's bytes unread would send a reset, which on a
+/// real network destroys the answer still in flight (nginx's reason for its
+/// lingering close). On loopback the answer happens to survive the reset,
+/// so the reset itself is what this test sees: a write after it fails.
+#[tokio::test]
+async fn a_413_reaches_a_client_still_sending_its_body() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[limits]\nmax_request_body_bytes = 1000\n", up.addr);
+    for round in 0..3 {
+        let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
+        tls.write_all(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 8000000\r\n\r\n")
+            .await
+            .unwrap();
+        tls.write_all(&[b'x'; 65536]).await.unwrap();
+        // tlsfront has answered 413 by now, and closed the connection: with
+        // a reset, if it did not keep reading what the client still sends.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..8 {
+            let sent = async {
+                tls.write_all(&[b'x'; 16384]).await?;
+                tls.flush().await
+            };
+            if let Err(e) = sent.await {
+                panic!("round {round}: reset while still sending (write {i}): {e}");
+            }
+        }
+        let head = read_until(&mut tls, b"\r\n\r\n").await;
+        assert!(
+            head.starts_with(b"HTTP/1.1 413"),
+            "round {round}: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+    }
+}
+
 #[tokio::test]
 async fn slowloris_is_cut_off_while_others_are_served() {
     let up = Upstream::start().await;
