@@ -16,6 +16,7 @@ pub mod doctor;
 pub mod health;
 pub mod hints;
 pub mod metrics;
+pub mod park;
 pub mod policy;
 pub mod proxy;
 pub mod proxy_protocol;

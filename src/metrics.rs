@@ -39,6 +39,8 @@ pub struct Metrics {
     pub upstream_unavailable: Counter,
     /// Client connections open now.
     pub open_connections: Gauge,
+    /// Kept-alive HTTP/1.1 connections parked: idle, without HTTP buffers (`park`).
+    pub parked_connections: Gauge,
     /// Upgraded (WebSocket) tunnels open now.
     pub open_tunnels: Gauge,
     /// Completed TLS handshakes.
@@ -114,6 +116,7 @@ impl Metrics {
             upstream_protocol_errors: kind("protocol"),
             upstream_unavailable: kind("no_healthy_server"),
             open_connections: Gauge::default(),
+            parked_connections: Gauge::default(),
             open_tunnels: Gauge::default(),
             tls_handshakes: Counter::default(),
             tls_handshake_failures: Counter::default(),
@@ -136,6 +139,11 @@ impl Metrics {
             "open_connections",
             "Client connections open now",
             m.open_connections.clone(),
+        );
+        r.register(
+            "parked_connections",
+            "Idle kept-alive HTTP/1.1 connections waiting without HTTP buffers",
+            m.parked_connections.clone(),
         );
         r.register(
             "open_tunnels",
@@ -312,6 +320,7 @@ mod tests {
             ),
             ("upstream_errors", "tlsfront_upstream_errors_total{kind=\"connect\"} 1"),
             ("open_connections", "tlsfront_open_connections 0"),
+            ("parked_connections", "tlsfront_parked_connections 0"),
             ("open_tunnels", "tlsfront_open_tunnels 1"),
             ("tls_handshakes", "tlsfront_tls_handshakes_total 0"),
             ("tls_handshake_failures", "tlsfront_tls_handshake_failures_total 0"),

@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::hints::Hints;
+use crate::park::{self, Parking, ParkingStream, PARK_AFTER};
 use crate::policy::forwarded::TrustedProxies;
 use crate::policy::redirects::split_host_port;
 use crate::proxy::{error_response, monotonic_millis, Connection, Proxy};
@@ -272,6 +273,7 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
     tokio::spawn(reloader);
     // Always running: a reload may turn [acme] on.
     tokio::spawn(crate::acme::manage(server.clone(), challenges));
+    tokio::spawn(park::give_back_freed_memory());
 
     stop.await;
     server.shutting_down.store(true, Ordering::Relaxed);
@@ -533,20 +535,51 @@ async fn serve_tls(
             &conn,
             deadlines,
             shutdown,
+            None,
         )
         .await
     } else {
-        let connection = generation.http1.serve_connection(io, service).with_upgrades();
-        tokio::pin!(connection);
-        drive(
-            connection.as_mut(),
-            |c| c.graceful_shutdown(),
-            &server,
-            &conn,
-            deadlines,
-            shutdown,
-        )
-        .await
+        // An idle kept-alive connection is parked without hyper's buffers
+        // and served by a new hyper connection when its next bytes come
+        // (see `park`).
+        let parking = Arc::new(Parking::default());
+        let mut shutdown = shutdown;
+        let mut stream = io.into_inner();
+        loop {
+            let ended = {
+                let io = TokioIo::new(ParkingStream::new(stream, parking.clone()));
+                let connection = server
+                    .current()
+                    .http1
+                    .serve_connection(io, service.clone())
+                    .with_upgrades();
+                tokio::pin!(connection);
+                drive(
+                    connection.as_mut(),
+                    |c| c.graceful_shutdown(),
+                    &server,
+                    &conn,
+                    deadlines,
+                    shutdown.clone(),
+                    Some(&parking),
+                )
+                .await
+            };
+            let Some(parked) = parking.take() else {
+                break ended;
+            };
+            park::freed();
+            let metrics = &server.telemetry.metrics;
+            metrics.parked_connections.inc();
+            let woken = wait_parked(&parked, &conn, deadlines, &mut shutdown).await;
+            metrics.parked_connections.dec();
+            if !woken {
+                let mut parked = parked;
+                let _ = tokio::time::timeout(Duration::from_secs(1), parked.shutdown()).await;
+                break Ended::Normally;
+            }
+            stream = parked;
+        }
     };
     // Also after an HTTP/1.1 answer given before the request's body was read
     // (tlsfront's own 413, an app that refused an upload early): hyper then
@@ -556,6 +589,28 @@ async fn serve_tls(
         if ended == Ended::WithError || (!speaks_h2 && conn.requests.body_left_unread()) {
             linger(handle).await;
         }
+    }
+}
+
+/// A parked connection waits for its client's next bytes (true), or is to
+/// be closed (false): idle past its deadline, or tlsfront shutting down.
+/// The deadline is the one hyper's header timer kept while it held the
+/// connection: the smaller of `header_read_timeout` and `idle_timeout`.
+async fn wait_parked(
+    stream: &tokio_rustls::server::TlsStream<TcpStream>,
+    conn: &Connection,
+    deadlines: Deadlines,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let keep = deadlines.first_request.min(deadlines.idle);
+    let waited = Duration::from_millis(monotonic_millis().saturating_sub(conn.requests.last_done()));
+    let Some(left) = keep.checked_sub(waited) else {
+        return false;
+    };
+    tokio::select! {
+        ready = stream.get_ref().0.readable() => ready.is_ok(),
+        _ = shutdown.changed() => false,
+        _ = tokio::time::sleep(left) => false,
     }
 }
 
@@ -611,6 +666,7 @@ async fn drive<C, E>(
     conn: &Connection,
     deadlines: Deadlines,
     mut shutdown: watch::Receiver<bool>,
+    parking: Option<&Parking>,
 ) -> Ended
 where
     C: Future<Output = Result<(), E>> + ?Sized,
@@ -621,7 +677,13 @@ where
     // time is neither active nor allowed to hold its slot.
     let Deadlines { first_request, idle } = deadlines;
     let opened = monotonic_millis();
-    let mut check_at = tokio::time::Instant::now() + first_request.min(idle);
+    let first_check = first_request.min(idle);
+    let first_check = if parking.is_some() {
+        first_check.min(PARK_AFTER)
+    } else {
+        first_check
+    };
+    let mut check_at = tokio::time::Instant::now() + first_check;
     let closing = loop {
         tokio::select! {
             res = connection.as_mut() => {
@@ -645,14 +707,29 @@ where
                 } else if requests.in_flight() == 0 {
                     (requests.last_done(), idle, "idle for limits.idle_timeout")
                 } else {
-                    check_at = tokio::time::Instant::now() + idle;
+                    check_at = tokio::time::Instant::now() + if parking.is_some() { PARK_AFTER } else { idle };
                     continue;
                 };
                 let waited = Duration::from_millis(now.saturating_sub(since));
                 if waited >= limit {
                     break Some(why);
                 }
-                check_at = tokio::time::Instant::now() + (limit - waited);
+                let mut next = limit - waited;
+                if let Some(parking) = parking {
+                    // Checked at least every PARK_AFTER. Parking is for a
+                    // kept-alive connection between requests; asked here,
+                    // done by its next read that would wait (the select
+                    // polls the connection again right away).
+                    next = next.min(PARK_AFTER);
+                    if requests.started() > 0 {
+                        if waited < PARK_AFTER {
+                            next = next.min(PARK_AFTER - waited);
+                        } else if parking.between_messages() {
+                            parking.request();
+                        }
+                    }
+                }
+                check_at = tokio::time::Instant::now() + next;
             }
         }
     };

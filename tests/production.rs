@@ -632,6 +632,73 @@ async fn access_log_common_format() {
     assert!(line.contains("tls=TLSv1.3"), "{line}");
 }
 
+/// An idle kept-alive HTTP/1.1 connection gives hyper's buffers back
+/// (parked, after 0.5 s) and is served as before by its next request: three
+/// times on one TLS connection. (Idle deadlines, shutdown, uploads and
+/// WebSocket upgrades on parked connections are in their own tests.)
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_parked_and_served_again() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[admin]\nlisten = \"127.0.0.1:0\"\n", up.addr);
+    let admin = proxy.admin_port();
+    let mut c = Client::connect(&proxy, false).await;
+    for round in 0..3 {
+        let (parts, body) = c.text(get(&proxy, "/echo", false).body(empty()).unwrap()).await;
+        assert_eq!(parts.status, 200, "round {round}: {body}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, metrics) = plain_get(admin, "/metrics").await;
+            if metrics.contains("tlsfront_parked_connections 1") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: never parked:\n{metrics}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (parts, _) = c.text(get(&proxy, "/echo", false).body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 200);
+    let (_, metrics) = plain_get(admin, "/metrics").await;
+    for needle in [
+        "tlsfront_tls_handshakes_total 1",
+        "tlsfront_parked_connections 0",
+        "tlsfront_requests_total{class=\"2xx\"} 4",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+    }
+}
+
+/// Parking never cuts a request in two: a head that stops halfway for
+/// longer than the parking delay (a lost segment's retransmission, a slow
+/// link) on a kept-alive connection is still read to its end and answered.
+#[tokio::test]
+async fn a_request_head_that_pauses_halfway_is_not_cut_by_parking() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("", up.addr);
+    let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
+    tls.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_until(&mut tls, b"\r\n\r\n").await;
+    assert!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    // Idle past the parking delay (0.5 s), then half a head, a pause past
+    // it again, and the rest.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tls.write_all(b"GET /echo/second HTTP/1.1\r\nHo").await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tls.write_all(b"st: localhost\r\n\r\n").await.unwrap();
+    let second = read_until(&mut tls, b"/echo/second").await;
+    assert!(
+        String::from_utf8_lossy(&second).contains("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&second)
+    );
+}
+
 #[tokio::test]
 async fn admin_health_readiness_and_metrics() {
     let up = Upstream::start().await;

@@ -1,0 +1,228 @@
+//! Idle HTTP/1.1 connections give their buffers back.
+//!
+//! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for as long as
+//! its connection lives, idle or not, and has no setting to release them. A
+//! kept-alive connection that has had nothing to do for [`PARK_AFTER`] is
+//! therefore *parked*: when nothing is waiting to be read, its stream tells
+//! hyper "end of stream", hyper ends the connection cleanly between two
+//! messages, and the TLS stream comes back (instead of being shut down) to
+//! wait for the client's next bytes with no HTTP state at all. Those bytes
+//! start a new hyper connection on the same stream. nginx does the same with
+//! its keep-alive connections (it frees their buffers while they wait).
+//!
+//! Only at a message boundary: the made-up end of stream must never cut a
+//! request hyper holds in part (a head split over TCP segments, a lost
+//! segment's retransmission, a pipelined request). Parking is asked for
+//! only with no request in flight, and done only while the last bytes
+//! hyper received end a request head with its blank line (`\r\n\r\n`) and
+//! nothing new has arrived: then hyper holds no partial message. A
+//! connection whose last request had a body not ending that way keeps its
+//! buffers until its next bodiless request (the safe side).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// How long a kept-alive HTTP/1.1 connection stays idle before it is parked.
+/// Busy connections never reach it, so their buffers are reused.
+pub const PARK_AFTER: Duration = Duration::from_millis(500);
+
+/// Shared between the stream hyper reads and the task serving the connection.
+#[derive(Default)]
+pub struct Parking {
+    /// Set by the serving task: park at the next read that would wait.
+    requested: AtomicBool,
+    /// The last bytes hyper received end with a blank line.
+    between_messages: AtomicBool,
+    /// The stream, handed back when hyper let go of it after parking.
+    parked: Mutex<Option<TlsStream<TcpStream>>>,
+}
+
+impl Parking {
+    /// Ask the stream to end hyper's connection at its next idle read.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether parking was asked for (and has not happened yet).
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last bytes hyper received end with a blank line (the end
+    /// of a request head, or of a chunked body): no partial message can be
+    /// left in hyper's buffer when no request is in flight.
+    pub fn between_messages(&self) -> bool {
+        self.between_messages.load(Ordering::Relaxed)
+    }
+
+    /// The stream, if hyper's connection ended by parking.
+    pub fn take(&self) -> Option<TlsStream<TcpStream>> {
+        self.requested.store(false, Ordering::Relaxed);
+        self.parked.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The TLS stream as hyper sees it on an HTTP/1.1 connection.
+pub struct ParkingStream {
+    inner: Option<TlsStream<TcpStream>>,
+    parking: Arc<Parking>,
+    /// An end of stream was made up to park: keep the stream for [`Parking::take`].
+    ended_to_park: bool,
+    /// The last four bytes hyper received.
+    tail: u32,
+}
+
+const BLANK_LINE: u32 = u32::from_be_bytes(*b"\r\n\r\n");
+
+impl ParkingStream {
+    pub fn new(inner: TlsStream<TcpStream>, parking: Arc<Parking>) -> Self {
+        parking.between_messages.store(false, Ordering::Relaxed);
+        ParkingStream {
+            inner: Some(inner),
+            parking,
+            ended_to_park: false,
+            tail: 0,
+        }
+    }
+
+    fn received(&mut self, bytes: &[u8]) {
+        for &b in &bytes[bytes.len().saturating_sub(4)..] {
+            self.tail = (self.tail << 8) | u32::from(b);
+        }
+        // New bytes: whatever was asked before them no longer holds.
+        self.parking.requested.store(false, Ordering::Relaxed);
+        self.parking
+            .between_messages
+            .store(self.tail == BLANK_LINE, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ParkingStream {
+    fn drop(&mut self) {
+        if self.ended_to_park {
+            *self.parking.parked.lock().unwrap_or_else(|p| p.into_inner()) = self.inner.take();
+        }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection parked")
+}
+
+impl AsyncRead for ParkingStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.ended_to_park {
+            return Poll::Ready(Ok(()));
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let before = buf.filled().len();
+        match Pin::new(inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.received(&buf.filled()[before..]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            // Nothing waiting, in rustls or in the socket: a read that
+            // returns no bytes is an end of stream to hyper.
+            Poll::Pending if this.parking.requested() && this.parking.between_messages() => {
+                this.ended_to_park = true;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for ParkingStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_write(cx, buf),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // hyper shuts its stream down when its connection ends; a parked
+        // one stays open for the client's next request.
+        if this.ended_to_park {
+            return Poll::Ready(Ok(()));
+        }
+        match this.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Wakes [`give_back_freed_memory`]: a connection parked.
+fn parked_notice() -> &'static tokio::sync::Notify {
+    static NOTICE: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
+    NOTICE.get_or_init(tokio::sync::Notify::new)
+}
+
+/// A connection parked: its buffers are back in the allocator.
+pub fn freed() {
+    // One stored permit however many park before the task runs.
+    parked_notice().notify_one();
+}
+
+/// After connections parked, returns the allocator's free pages to the
+/// system, at most every half second. glibc keeps freed memory inside its
+/// heaps (only the top of a heap is trimmed on its own), so without this
+/// the buffers parked connections gave back would stay resident. Nothing
+/// runs while nothing parks.
+pub async fn give_back_freed_memory() {
+    loop {
+        parked_notice().notified().await;
+        // Let a burst of parkings gather into one trim.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trim();
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() {
+    // SAFETY: malloc_trim takes a padding size and only releases memory the
+    // allocator holds free; it touches no memory the program owns.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}
