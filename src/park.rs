@@ -41,8 +41,15 @@ pub struct Parking {
     requested: AtomicBool,
     /// The last bytes hyper received end with a blank line.
     between_messages: AtomicBool,
-    /// The stream, handed back when hyper let go of it after parking.
-    parked: Mutex<Option<TlsStream<TcpStream>>>,
+    /// The stream, handed back when hyper let go of it.
+    returned: Mutex<Option<Returned>>,
+}
+
+/// A stream hyper let go of.
+pub struct Returned {
+    pub stream: TlsStream<TcpStream>,
+    /// Ended by parking (else by the client, an error, or a shutdown).
+    pub parked: bool,
 }
 
 impl Parking {
@@ -63,10 +70,11 @@ impl Parking {
         self.between_messages.load(Ordering::Relaxed)
     }
 
-    /// The stream, if hyper's connection ended by parking.
-    pub fn take(&self) -> Option<TlsStream<TcpStream>> {
+    /// The stream hyper's connection let go of (none after an upgrade,
+    /// which keeps it).
+    pub fn take(&self) -> Option<Returned> {
         self.requested.store(false, Ordering::Relaxed);
-        self.parked.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.returned.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -74,7 +82,7 @@ impl Parking {
 pub struct ParkingStream {
     inner: Option<TlsStream<TcpStream>>,
     parking: Arc<Parking>,
-    /// An end of stream was made up to park: keep the stream for [`Parking::take`].
+    /// An end of stream was made up to park.
     ended_to_park: bool,
     /// The last four bytes hyper received.
     tail: u32,
@@ -106,9 +114,13 @@ impl ParkingStream {
 }
 
 impl Drop for ParkingStream {
+    /// Hands the stream back to the serving task ([`Parking::take`]).
     fn drop(&mut self) {
-        if self.ended_to_park {
-            *self.parking.parked.lock().unwrap_or_else(|p| p.into_inner()) = self.inner.take();
+        if let Some(stream) = self.inner.take() {
+            *self.parking.returned.lock().unwrap_or_else(|p| p.into_inner()) = Some(Returned {
+                stream,
+                parked: self.ended_to_park,
+            });
         }
     }
 }

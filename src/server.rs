@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::hints::Hints;
-use crate::park::{self, Parking, ParkingStream, PARK_AFTER};
+use crate::park::{self, Parking, ParkingStream, Returned, PARK_AFTER};
 use crate::policy::forwarded::TrustedProxies;
 use crate::policy::redirects::split_host_port;
 use crate::proxy::{error_response, monotonic_millis, Connection, Proxy};
@@ -476,12 +476,6 @@ async fn serve_tls(
         Ok(Ok(1)) => return answer_plain_http_on_tls_port(stream, local).await,
         _ => return,
     }
-    // A second handle on the socket: when hyper ends a connection with an
-    // error (its own 431 for a head past its buffer) while the client is still
-    // sending, closing with unread bytes would reset the connection and could
-    // destroy the answer before the client reads it. See `linger`.
-    #[cfg(unix)]
-    let second_handle = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok();
     let handshake = handshake(&generation.acceptor, stream, &server, peer, limits.handshake_timeout);
     // Bound field by field: a whole `Accepted` local would keep its slot
     // while its copied fields are still readable.
@@ -520,74 +514,77 @@ async fn serve_tls(
             async move { Ok::<_, Infallible>(handling.await) }
         })
     };
-    let io = TokioIo::new(tls);
     let deadlines = Deadlines {
         first_request: limits.header_read_timeout,
         idle: limits.idle_timeout,
     };
-    let ended = if speaks_h2 {
-        // Boxed so that an HTTP/1.1 connection's task is not sized for HTTP/2's state.
-        let mut connection = Box::pin(generation.http2.serve_connection(io, service));
-        drive(
-            connection.as_mut(),
-            |c| c.graceful_shutdown(),
-            &server,
-            &conn,
-            deadlines,
-            shutdown,
-            None,
-        )
-        .await
-    } else {
-        // An idle kept-alive connection is parked without hyper's buffers
-        // and served by a new hyper connection when its next bytes come
-        // (see `park`).
-        let parking = Arc::new(Parking::default());
-        let mut shutdown = shutdown;
-        let mut stream = io.into_inner();
-        loop {
-            let ended = {
-                let io = TokioIo::new(ParkingStream::new(stream, parking.clone()));
-                let connection = server
-                    .current()
-                    .http1
-                    .serve_connection(io, service.clone())
-                    .with_upgrades();
-                tokio::pin!(connection);
-                drive(
-                    connection.as_mut(),
-                    |c| c.graceful_shutdown(),
-                    &server,
-                    &conn,
-                    deadlines,
-                    shutdown.clone(),
-                    Some(&parking),
-                )
-                .await
-            };
-            let Some(parked) = parking.take() else {
-                break ended;
-            };
-            park::freed();
-            let metrics = &server.telemetry.metrics;
-            metrics.parked_connections.inc();
-            let woken = wait_parked(&parked, &conn, deadlines, &mut shutdown).await;
-            metrics.parked_connections.dec();
-            if !woken {
-                let mut parked = parked;
-                let _ = tokio::time::timeout(Duration::from_secs(1), parked.shutdown()).await;
-                break Ended::Normally;
-            }
-            stream = parked;
+    // hyper reads and writes through a `ParkingStream`, which hands the TLS
+    // stream back when hyper lets go of it: to park an idle HTTP/1.1
+    // connection without hyper's buffers (see `park`), or to close it the
+    // lingering way (see `linger`).
+    let parking = Arc::new(Parking::default());
+    let mut shutdown = shutdown;
+    let mut stream = tls;
+    let (ended, returned) = loop {
+        let io = TokioIo::new(ParkingStream::new(stream, parking.clone()));
+        let ended = if speaks_h2 {
+            // Boxed so that an HTTP/1.1 connection's task is not sized for HTTP/2's state.
+            let mut connection = Box::pin(generation.http2.serve_connection(io, service.clone()));
+            drive(
+                connection.as_mut(),
+                |c| c.graceful_shutdown(),
+                &server,
+                &conn,
+                deadlines,
+                shutdown.clone(),
+                None,
+            )
+            .await
+        } else {
+            let connection = server
+                .current()
+                .http1
+                .serve_connection(io, service.clone())
+                .with_upgrades();
+            tokio::pin!(connection);
+            drive(
+                connection.as_mut(),
+                |c| c.graceful_shutdown(),
+                &server,
+                &conn,
+                deadlines,
+                shutdown.clone(),
+                Some(&parking),
+            )
+            .await
+        };
+        // hyper's connection is gone; its stream is back unless an upgrade took it.
+        let Some(Returned { stream: back, parked }) = parking.take() else {
+            break (ended, None);
+        };
+        if !parked {
+            break (ended, Some(back));
         }
+        park::freed();
+        let metrics = &server.telemetry.metrics;
+        metrics.parked_connections.inc();
+        let woken = wait_parked(&back, &conn, deadlines, &mut shutdown).await;
+        metrics.parked_connections.dec();
+        if !woken {
+            let mut back = back;
+            let _ = tokio::time::timeout(Duration::from_secs(1), back.shutdown()).await;
+            break (Ended::Normally, None);
+        }
+        stream = back;
     };
-    // Also after an HTTP/1.1 answer given before the request's body was read
-    // (tlsfront's own 413, an app that refused an upload early): hyper then
-    // closes the connection with the client still sending.
-    #[cfg(unix)]
-    if let Some(handle) = second_handle {
+    // After hyper's own error answers (its 431 for a head past its buffer),
+    // and after an HTTP/1.1 answer given before the request's body was read
+    // (tlsfront's own 413, an app that refused an upload early): the client
+    // may still be sending, and closing with its bytes unread would reset
+    // the connection under the answer.
+    if let Some(tls) = returned {
         if ended == Ended::WithError || (!speaks_h2 && conn.requests.body_left_unread()) {
-            linger(handle).await;
+            linger(tls).await;
         }
     }
 }
@@ -624,18 +621,15 @@ enum Ended {
 }
 
 /// After an error, or an answer given before the request body was read:
-/// stop sending, read and discard what the client still sends (up to 1 MiB,
-/// 2 s), then close. nginx's lingering close: the client sees the answer and
-/// an end of stream instead of a reset.
-#[cfg(unix)]
-async fn linger(handle: std::os::fd::OwnedFd) {
-    let socket = std::net::TcpStream::from(handle);
-    if socket.shutdown(std::net::Shutdown::Write).is_err() || socket.set_nonblocking(true).is_err() {
+/// send what rustls still holds, stop sending, read and discard what the
+/// client still sends (up to 1 MiB, 2 s), then close. nginx's lingering
+/// close: the client sees the answer and an end of stream instead of a reset.
+async fn linger(mut tls: tokio_rustls::server::TlsStream<TcpStream>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), tls.flush()).await;
+    let (mut socket, _) = tls.into_inner();
+    if socket.shutdown().await.is_err() {
         return;
     }
-    let Ok(mut socket) = TcpStream::from_std(socket) else {
-        return;
-    };
     // On the heap: an array here would be part of every connection's task.
     let mut sink = vec![0u8; 8192];
     let drain = async {
