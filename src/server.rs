@@ -525,7 +525,7 @@ async fn serve_tls(
     let parking = Arc::new(Parking::default());
     let mut shutdown = shutdown;
     let mut stream = tls;
-    let (ended, returned) = loop {
+    loop {
         let io = TokioIo::new(ParkingStream::new(stream, parking.clone()));
         let ended = if speaks_h2 {
             // Boxed so that an HTTP/1.1 connection's task is not sized for HTTP/2's state.
@@ -560,55 +560,62 @@ async fn serve_tls(
         };
         // hyper's connection is gone; its stream is back unless an upgrade took it.
         let Some(Returned { stream: back, parked }) = parking.take() else {
-            break (ended, None);
+            break;
         };
         if !parked {
-            break (ended, Some(back));
+            // After hyper's own error answers (its 431 for a head past its
+            // buffer), and after an HTTP/1.1 answer given before the
+            // request's body was read (tlsfront's own 413, an app that
+            // refused an upload early): the client may still be sending, and
+            // closing with its bytes unread would reset the connection under
+            // the answer. (Lingered here, not after the loop: a stream
+            // carried out of the loop would keep a slot in every connection's
+            // task.)
+            if ended == Ended::WithError || (!speaks_h2 && conn.requests.body_left_unread()) {
+                // Boxed: rare, and inline it would size every connection's task.
+                Box::pin(linger(back)).await;
+            }
+            break;
         }
         park::freed();
         let metrics = &server.telemetry.metrics;
         metrics.parked_connections.inc();
-        let woken = wait_parked(&back, &conn, deadlines, &mut shutdown).await;
+        // One await with the stream borrowed (the close is inside): a stream
+        // borrowed across two would keep a slot in every connection's task.
+        let mut back = back;
+        let woken = wait_parked(&mut back, &conn, deadlines, &mut shutdown).await;
         metrics.parked_connections.dec();
         if !woken {
-            let mut back = back;
-            let _ = tokio::time::timeout(Duration::from_secs(1), back.shutdown()).await;
-            break (Ended::Normally, None);
+            break;
         }
         stream = back;
-    };
-    // After hyper's own error answers (its 431 for a head past its buffer),
-    // and after an HTTP/1.1 answer given before the request's body was read
-    // (tlsfront's own 413, an app that refused an upload early): the client
-    // may still be sending, and closing with its bytes unread would reset
-    // the connection under the answer.
-    if let Some(tls) = returned {
-        if ended == Ended::WithError || (!speaks_h2 && conn.requests.body_left_unread()) {
-            linger(tls).await;
-        }
     }
 }
 
-/// A parked connection waits for its client's next bytes (true), or is to
-/// be closed (false): idle past its deadline, or tlsfront shutting down.
-/// The deadline is the one hyper's header timer kept while it held the
+/// A parked connection waits for its client's next bytes (true), or is
+/// closed (false): idle past its deadline, or tlsfront shutting down. The
+/// deadline is the one hyper's header timer kept while it held the
 /// connection: the smaller of `header_read_timeout` and `idle_timeout`.
 async fn wait_parked(
-    stream: &tokio_rustls::server::TlsStream<TcpStream>,
+    stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
     conn: &Connection,
     deadlines: Deadlines,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let keep = deadlines.first_request.min(deadlines.idle);
     let waited = Duration::from_millis(monotonic_millis().saturating_sub(conn.requests.last_done()));
-    let Some(left) = keep.checked_sub(waited) else {
-        return false;
+    let woken = match keep.checked_sub(waited) {
+        Some(left) => tokio::select! {
+            ready = stream.get_ref().0.readable() => ready.is_ok(),
+            _ = shutdown.changed() => false,
+            _ = tokio::time::sleep(left) => false,
+        },
+        None => false,
     };
-    tokio::select! {
-        ready = stream.get_ref().0.readable() => ready.is_ok(),
-        _ = shutdown.changed() => false,
-        _ = tokio::time::sleep(left) => false,
+    if !woken {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
     }
+    woken
 }
 
 /// How serving a connection ended.
