@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Proxy;
+use common::{Proxy, RefusingAddr};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -480,8 +480,10 @@ async fn renewal_failure_keeps_serving_the_old_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_challenge_that_cannot_succeed_is_explained() {
-    // pebble validates http-01 on a port nobody listens on.
-    let (dead_port, tls_port) = (free_port(), free_port());
+    // pebble validates http-01 on a port nobody listens on (held bound, so
+    // no other test can take it meanwhile).
+    let refusing = RefusingAddr::new();
+    let (dead_port, tls_port) = (refusing.addr.port(), free_port());
     let pebble = Pebble::start(dead_port, tls_port);
     let storage = tempfile::tempdir().unwrap();
     let name = "unreachable.example.com";

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::h2raw::{frame, get_localhost, PREFACE};
 use common::upstream::Upstream;
-use common::{echoed, echoed_headers, get, plain_get, read_until, tls_stream, Client, Proxy};
+use common::{echoed, echoed_headers, get, plain_get, read_until, tls_stream, Client, Proxy, RefusingAddr};
 use http_body_util::Full;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -724,10 +724,8 @@ async fn admin_health_readiness_and_metrics() {
     assert_eq!(plain_get(admin, "/nope").await.0, 404);
 
     // The app is down: not ready, still healthy; 502s and connect errors counted.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = RefusingAddr::new();
+    let dead = refusing.addr;
     let proxy = Proxy::start("[admin]\nlisten = \"127.0.0.1:0\"\n", dead);
     let admin = proxy.admin_port();
     assert_eq!(plain_get(admin, "/healthz").await.0, 200);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::upstream::Upstream;
-use common::{echoed, echoed_headers, get, Client, Proxy};
+use common::{echoed, echoed_headers, get, Client, Proxy, RefusingAddr};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -198,11 +198,9 @@ async fn set_cookie_is_hardened_and_redirects_fixed() {
 
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
-    // A port that was just free: nothing listens there.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A bound port nothing listens on: connections are refused.
+    let refusing = RefusingAddr::new();
+    let dead = refusing.addr;
     let proxy = Proxy::start("", dead);
     let mut c = Client::connect(&proxy, false).await;
     let (parts, body) = c.text(get(&proxy, "/", false).body(empty()).unwrap()).await;

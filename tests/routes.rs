@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::upstream::Upstream;
-use common::{echoed, echoed_headers, plain_get, read_until, tls_stream, Client, Proxy};
+use common::{echoed, echoed_headers, plain_get, read_until, tls_stream, Client, Proxy, RefusingAddr};
 use http::Request;
 use http_body_util::Full;
 use tokio::io::AsyncWriteExt;
@@ -23,12 +23,6 @@ fn req(proxy: &Proxy, host: &str, path: &str, h2: bool) -> Request<Full<Bytes>> 
         Request::get(path).header("host", format!("{host}:{}", proxy.port))
     };
     builder.body(Full::new(Bytes::new())).unwrap()
-}
-
-/// A loopback address nothing listens on (connections are refused).
-async fn dead_addr() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
 }
 
 fn which(body: &str) -> String {
@@ -199,7 +193,8 @@ async fn mounted_app_gets_its_prefix_back_in_cookies_and_redirects() {
 #[tokio::test]
 async fn traffic_spreads_and_skips_a_dead_server_without_failing() {
     let (a, b) = (Upstream::start().await, Upstream::start().await);
-    let dead = dead_addr().await;
+    let refusing = RefusingAddr::new();
+    let dead = refusing.addr;
     for balance in ["round_robin", "least_requests"] {
         let config = format!(
             "[[route]]\nservers = [\"http://{}\", \"http://{}\", \"http://{dead}\"]\nbalance = \"{balance}\"\nmax_fails = 2\n",
@@ -226,7 +221,8 @@ async fn traffic_spreads_and_skips_a_dead_server_without_failing() {
 #[tokio::test]
 async fn a_refused_connection_sends_even_a_post_to_the_next_server() {
     let up = Upstream::start().await;
-    let dead = dead_addr().await;
+    let refusing = RefusingAddr::new();
+    let dead = refusing.addr;
     let config = format!(
         "[[route]]\nservers = [\"http://{dead}\", \"http://{}\"]\nmax_fails = 100\n",
         up.addr
@@ -247,7 +243,8 @@ async fn a_refused_connection_sends_even_a_post_to_the_next_server() {
 
 #[tokio::test]
 async fn all_servers_down_is_a_fast_clear_502() {
-    let (d1, d2) = (dead_addr().await, dead_addr().await);
+    let (r1, r2) = (RefusingAddr::new(), RefusingAddr::new());
+    let (d1, d2) = (r1.addr, r2.addr);
     let config = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[[route]]\nservers = [\"http://{d1}\", \"http://{d2}\"]\nmax_fails = 1\neject_time = \"30s\"\n"
     );
@@ -521,4 +518,16 @@ async fn route_hosts_get_development_certificates() {
         .connect(ServerName::try_from("other.test").unwrap(), tcp)
         .await;
     assert!(other.is_err(), "other.test must not verify");
+}
+
+/// The dead servers above must stay dead for the whole test: a port that was
+/// only free a moment ago was once taken by another test's app (CI saw a 404
+/// where the 502 was expected).
+#[tokio::test]
+async fn a_refusing_addr_refuses_and_cannot_be_taken_meanwhile() {
+    let refusing = RefusingAddr::new();
+    let err = tokio::net::TcpStream::connect(refusing.addr).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let taken = std::net::TcpListener::bind(refusing.addr).unwrap_err();
+    assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
 }

@@ -394,3 +394,22 @@ pub fn echoed<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
 pub mod h2raw;
 pub mod raw_upstream;
 pub mod upstream;
+
+/// A loopback address that refuses connections for as long as this value
+/// lives. The port is bound but never listened on: connecting gets a reset,
+/// and no other test running at the same time can be given the port (a port
+/// that was merely free a moment ago can be taken by another test's server,
+/// which then answers where a refusal was expected).
+pub struct RefusingAddr {
+    _bound: tokio::net::TcpSocket,
+    pub addr: SocketAddr,
+}
+
+impl RefusingAddr {
+    pub fn new() -> RefusingAddr {
+        let bound = tokio::net::TcpSocket::new_v4().unwrap();
+        bound.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = bound.local_addr().unwrap();
+        RefusingAddr { _bound: bound, addr }
+    }
+}
