@@ -61,11 +61,13 @@ pub fn check(url: &str, timeout: Duration) -> Result<String, HealthError> {
         .set_write_timeout(Some(timeout))
         .map_err(|e| unreachable(e.to_string()))?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: tlsfront-health\r\n\r\n"
-    )
-    .map_err(|e| unreachable(format!("cannot send: {e}")))?;
+    // One write: `write!` on the socket would send each piece as a packet of
+    // its own, and a server that answers after its first read would close
+    // with the rest unread (a reset that can destroy its answer).
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: tlsfront-health\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| unreachable(format!("cannot send: {e}")))?;
     let mut response = Vec::new();
     stream
         .take(64 * 1024)
@@ -94,8 +96,16 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             if let Ok((mut s, _)) = listener.accept() {
+                // The whole request head first: closing with bytes unread
+                // would reset the connection under the reply.
+                let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf);
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let _ = s.write_all(reply);
             }
         });
@@ -117,11 +127,11 @@ mod tests {
         );
         let e = check(&serve_once(b"SSH-2.0-OpenSSH\r\n"), t).unwrap_err();
         assert!(matches!(e, HealthError::Unreachable(_)), "{e:?}");
-        // A port nobody listens on: bound, then closed.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // A port nobody listens on, held bound so that no test running at
+        // the same time can be given it.
+        let bound = tokio::net::TcpSocket::new_v4().unwrap();
+        bound.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let closed = bound.local_addr().unwrap();
         let e = check(&format!("http://{closed}/healthz"), t).unwrap_err();
         assert!(
             matches!(e, HealthError::Unreachable(ref m) if m.starts_with("cannot connect")),

@@ -410,8 +410,11 @@ async fn handshake(
     timeout: Duration,
 ) -> Option<Accepted> {
     // Count a failure before the socket closes, so what a client sees and
-    // what /metrics says agree: the fallible accept hands the socket back.
-    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream).into_fallible()).await {
+    // what /metrics says agree: the fallible accept hands the socket back,
+    // and a timed-out accept (which holds it) is dropped after the count.
+    let accepting = acceptor.accept(stream).into_fallible();
+    tokio::pin!(accepting);
+    let tls = match tokio::time::timeout(timeout, accepting.as_mut()).await {
         Ok(Ok(tls)) => tls,
         Ok(Err((e, io))) => {
             server.telemetry.metrics.tls_handshake_failures.inc();
