@@ -30,6 +30,9 @@ pub struct Proxy {
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
     stdout: Arc<Mutex<String>>,
+    /// The threads copying stderr and stdout: joined once the process has
+    /// exited, so that its last lines are in `log()` and `stdout()`.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proxy {
@@ -64,21 +67,22 @@ impl Proxy {
         let stderr = child.stderr.take().unwrap();
         let stdout_pipe = child.stdout.take().unwrap();
         let stdout = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         {
             let stdout = stdout.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stdout_pipe).lines().map_while(Result::ok) {
                     let mut s = stdout.lock().unwrap();
                     s.push_str(&line);
                     s.push('\n');
                 }
-            });
+            }));
         }
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         {
             let log = log.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 let mut sent = false;
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if !sent {
@@ -97,7 +101,7 @@ impl Proxy {
                     l.push_str(&line);
                     l.push('\n');
                 }
-            });
+            }));
         }
         let port = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(p) => p,
@@ -112,6 +116,7 @@ impl Proxy {
             dir,
             log,
             stdout,
+            readers,
         }
     }
 
@@ -162,6 +167,9 @@ impl Proxy {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(
