@@ -21,9 +21,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// A loopback port free right now.
+/// A loopback port for a server this test starts next (pebble, its
+/// challenge server, tlsfront), held for it. A port that is merely free right
+/// now can be taken meanwhile by the other tests running at the same time:
+/// their outgoing connections take source ports from the same range, and
+/// the server then fails to bind (CI saw it). So the port is left in
+/// TIME_WAIT (the side that closes first keeps it ~60 s): the kernel hands
+/// it out neither to `bind(0)` nor to an outgoing connection, while a
+/// server that sets SO_REUSEADDR (tokio and Go listeners do) binds it.
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    drop(accepted);
+    // Its end of stream: the accepted side has closed first.
+    let _ = std::io::Read::read(&mut client, &mut [0u8; 1]);
+    addr.port()
 }
 
 /// pebble + challtestsrv, killed on drop.
