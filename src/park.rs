@@ -12,10 +12,14 @@
 //!
 //! Only at a message boundary: the made-up end of stream must never cut a
 //! request hyper holds in part (a head split over TCP segments, a lost
-//! segment's retransmission, a pipelined request). Parking is asked for
-//! only with no request in flight, and done only while the last bytes
-//! hyper received end a request head with its blank line (`\r\n\r\n`) and
-//! nothing new has arrived: then hyper holds no partial message. A
+//! segment's retransmission, a pipelined request, the rest of a body), nor
+//! a response hyper or rustls has not sent yet. Parking is asked for only
+//! with no request in flight and the last request's body read to its end,
+//! and done only while the last bytes hyper received end a request head
+//! with its blank line (`\r\n\r\n`), nothing new has arrived, and the last
+//! thing hyper did with the stream's write side was a flush that completed
+//! (a response queued in hyper's or rustls' buffers, waiting for a slow
+//! reader, is not "done" even when its body has been handed over). A
 //! connection whose last request had a body not ending that way keeps its
 //! buffers until its next bodiless request (the safe side).
 
@@ -84,6 +88,9 @@ pub struct ParkingStream {
     parking: Arc<Parking>,
     /// An end of stream was made up to park.
     ended_to_park: bool,
+    /// Everything written so far has been flushed to the socket: the last
+    /// write-side call was a flush that completed.
+    flushed: bool,
     /// The last four bytes hyper received.
     tail: u32,
 }
@@ -97,6 +104,7 @@ impl ParkingStream {
             inner: Some(inner),
             parking,
             ended_to_park: false,
+            flushed: true,
             tail: 0,
         }
     }
@@ -148,7 +156,7 @@ impl AsyncRead for ParkingStream {
             }
             // Nothing waiting, in rustls or in the socket: a read that
             // returns no bytes is an end of stream to hyper.
-            Poll::Pending if this.parking.requested() && this.parking.between_messages() => {
+            Poll::Pending if this.flushed && this.parking.requested() && this.parking.between_messages() => {
                 this.ended_to_park = true;
                 Poll::Ready(Ok(()))
             }
@@ -159,7 +167,9 @@ impl AsyncRead for ParkingStream {
 
 impl AsyncWrite for ParkingStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut().inner.as_mut() {
+        let this = self.get_mut();
+        this.flushed = false;
+        match this.inner.as_mut() {
             Some(inner) => Pin::new(inner).poll_write(cx, buf),
             None => Poll::Ready(Err(gone())),
         }
@@ -170,7 +180,9 @@ impl AsyncWrite for ParkingStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut().inner.as_mut() {
+        let this = self.get_mut();
+        this.flushed = false;
+        match this.inner.as_mut() {
             Some(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
             None => Poll::Ready(Err(gone())),
         }
@@ -181,8 +193,14 @@ impl AsyncWrite for ParkingStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_flush(cx),
+        let this = self.get_mut();
+        match this.inner.as_mut() {
+            Some(inner) => {
+                let flushing = Pin::new(inner).poll_flush(cx);
+                // Flushing the TLS stream also sends what rustls holds.
+                this.flushed = matches!(flushing, Poll::Ready(Ok(())));
+                flushing
+            }
             None => Poll::Ready(Ok(())),
         }
     }

@@ -565,6 +565,10 @@ async fn serve_tls(
         let Some(Returned { stream: back, parked }) = parking.take() else {
             break;
         };
+        // hyper saw the made-up end of stream inside a message (which the
+        // parking conditions exclude): its buffers are gone, so whatever
+        // they held is lost; the connection is closed, never parked.
+        let parked = parked && ended == Ended::Normally;
         if !parked {
             // After hyper's own error answers (its 431 for a head past its
             // buffer), and after an HTTP/1.1 answer given before the
@@ -709,7 +713,19 @@ where
                 let (since, limit, why) = if requests.started() == 0 {
                     (opened, first_request, "no request within limits.header_read_timeout")
                 } else if requests.in_flight() == 0 {
-                    (requests.last_done(), idle, "idle for limits.idle_timeout")
+                    if parking.is_some() && !requests.body_left_unread() {
+                        // HTTP/1.1 between requests: hyper's header timer
+                        // runs from the last response too, but restarts on a
+                        // connection unparked by a byte; this keeps the
+                        // deadline where it was.
+                        (
+                            requests.last_done(),
+                            idle.min(first_request),
+                            "idle for limits.idle_timeout or limits.header_read_timeout",
+                        )
+                    } else {
+                        (requests.last_done(), idle, "idle for limits.idle_timeout")
+                    }
                 } else {
                     check_at = tokio::time::Instant::now() + if parking.is_some() { PARK_AFTER } else { idle };
                     continue;
@@ -725,7 +741,10 @@ where
                     // done by its next read that would wait (the select
                     // polls the connection again right away).
                     next = next.min(PARK_AFTER);
-                    if requests.started() > 0 {
+                    // Not while the client may still be sending the last
+                    // request's body (answered before it was read): a
+                    // blank line inside a body is no message boundary.
+                    if requests.started() > 0 && !requests.body_left_unread() {
                         if waited < PARK_AFTER {
                             next = next.min(PARK_AFTER - waited);
                         } else if parking.between_messages() {

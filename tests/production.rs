@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::h2raw::{frame, get_localhost, PREFACE};
+use common::raw_upstream::{Behaviour, RawUpstream};
 use common::upstream::Upstream;
 use common::{echoed, echoed_headers, get, plain_get, read_until, tls_stream, Client, Proxy, RefusingAddr};
 use http_body_util::Full;
@@ -696,6 +697,172 @@ async fn a_request_head_that_pauses_halfway_is_not_cut_by_parking() {
         String::from_utf8_lossy(&second).contains("HTTP/1.1 200"),
         "{}",
         String::from_utf8_lossy(&second)
+    );
+}
+
+/// Parking never ends a response still on its way: a client that stops
+/// reading a download for longer than the parking delay, after the whole
+/// body was handed to hyper but before hyper and rustls could send it
+/// (their buffers are not the kernel's), gets all of it, then its next
+/// answer on the same connection. The client's small receive buffer and
+/// segment size keep the kernel's share small (on loopback, segments of
+/// 64 KiB let the sender's buffer grow to megabytes), and the sizes step
+/// through it, so that for several of them the tail waits in tlsfront's.
+#[tokio::test]
+async fn a_slow_reader_gets_its_whole_download_across_the_parking_delay() {
+    use std::os::fd::AsRawFd;
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("", up.addr);
+    let clients = (1..=32u64).map(|step| {
+        let (addr, ca) = (proxy.addr(), proxy.ca());
+        tokio::spawn(async move {
+            let size = step * 32 * 1024;
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let mss: libc::c_int = 1024;
+            // SAFETY: setsockopt on a socket this test owns, with a pointer
+            // to an int that outlives the call and its exact size.
+            let set = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_MAXSEG,
+                    (&mss as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(set, 0, "TCP_MAXSEG: {}", std::io::Error::last_os_error());
+            let tcp = socket.connect(addr).await.unwrap();
+            let mut tls = common::connector(&ca, &[b"http/1.1"])
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+            let ask = format!("GET /download?bytes={size} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            tls.write_all(ask.as_bytes()).await.unwrap();
+            tls.flush().await.unwrap();
+            // Reads nothing for three parking delays.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let mut got = read_until(&mut tls, b"\r\n\r\n").await;
+            let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            assert!(
+                got.starts_with(b"HTTP/1.1 200"),
+                "{size}: {:?}",
+                String::from_utf8_lossy(&got[..head_end])
+            );
+            let mut chunk = vec![0u8; 64 * 1024];
+            while (got.len() - head_end) < size as usize {
+                match tokio::time::timeout(Duration::from_secs(3), tls.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+                    other => panic!("{size}: body stopped at {} bytes: {other:?}", got.len() - head_end),
+                }
+            }
+            assert_eq!(got.len() - head_end, size as usize, "{size}: more than the body");
+            tls.write_all(b"GET /echo/next HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await
+                .unwrap();
+            let next = tokio::time::timeout(Duration::from_secs(3), read_until(&mut tls, b"/echo/next"))
+                .await
+                .unwrap_or_else(|_| panic!("{size}: no answer to the next request"));
+            assert!(
+                next.starts_with(b"HTTP/1.1 200"),
+                "{size}: {:?}",
+                String::from_utf8_lossy(&next)
+            );
+        })
+    });
+    for client in clients.collect::<Vec<_>>() {
+        client.await.unwrap();
+    }
+}
+
+/// Parking never takes the rest of a body for a new request: an app that
+/// answers an upload before reading it, then a pause past the parking
+/// delay, and a body whose bytes so far end with a blank line and whose
+/// rest looks like a request. The rest is the body's (the app gets it as
+/// such); it is never forwarded, nor answered, as a request of its own.
+#[tokio::test]
+async fn the_rest_of_a_body_after_a_pause_is_never_taken_for_a_request() {
+    let up = RawUpstream::start(Behaviour::AnswersBeforeBody).await;
+    let proxy = Proxy::start("", up.addr);
+    let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
+    let rest = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let first = b"hello\r\n\r\n";
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        first.len() + rest.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(first).await.unwrap();
+    tls.flush().await.unwrap();
+    let answer = read_until(&mut tls, b"early\n").await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tls.write_all(rest).await.unwrap();
+    tls.flush().await.unwrap();
+    // Whatever comes back within a second (nothing, or an end of stream).
+    let mut after = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), tls.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        after.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        !after.starts_with(b"HTTP/1.1"),
+        "answered as a request: {}",
+        String::from_utf8_lossy(&after)
+    );
+    let seen = up.received.lock().unwrap().clone();
+    for (i, connection) in seen.iter().enumerate() {
+        assert!(
+            !connection.starts_with(b"GET /smuggled"),
+            "upstream connection {i} got the body's rest as a request: {}",
+            String::from_utf8_lossy(connection)
+        );
+    }
+    let all = up.all_text();
+    assert!(
+        all.contains("hello\r\n\r\nGET /smuggled"),
+        "the body did not reach the app whole: {all:?}"
+    );
+}
+
+/// A parked connection woken by a byte keeps its keep-alive deadline: the
+/// wait for the next request head stays bounded by `header_read_timeout`
+/// from the last response (hyper's own header timer would start afresh on
+/// the new connection hyper is given, stretching it to almost twice that).
+#[tokio::test]
+async fn a_byte_that_wakes_a_parked_connection_does_not_extend_its_deadline() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[limits]\nheader_read_timeout = \"4s\"\n", up.addr);
+    let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
+    tls.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_until(&mut tls, b"/echo").await;
+    assert!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    let answered = Instant::now();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tls.write_all(b"G").await.unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await;
+    let after = answered.elapsed();
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    // 4 s, then up to a second for hyper to let go of the half head; a
+    // fresh header timer would have made it 7.5 s.
+    assert!(
+        after < Duration::from_millis(6300),
+        "closed {after:?} after the last response"
     );
 }
 

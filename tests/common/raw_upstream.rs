@@ -25,6 +25,10 @@ pub enum Behaviour {
     ResetMidBody,
     /// Sends bytes that are not HTTP.
     Garbage,
+    /// Answers `200` as soon as a request head is in, before its body, then
+    /// only records what comes until the connection closes (an app refusing
+    /// or acknowledging an upload early).
+    AnswersBeforeBody,
 }
 
 /// A running raw upstream.
@@ -93,6 +97,22 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour, rec: Arc<Mutex<Vec<V
             }
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        if behaviour == Behaviour::AnswersBeforeBody {
+            if stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nearly\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await {
+                if n == 0 {
+                    return;
+                }
+                rec.lock().unwrap()[index].extend_from_slice(&chunk[..n]);
+            }
+            return;
+        }
         let body_end = if head.contains("transfer-encoding: chunked") {
             loop {
                 if let Some(p) = find(&buf[head_end..], b"0\r\n\r\n") {
@@ -163,6 +183,7 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour, rec: Arc<Mutex<Vec<V
                 let _ = stream.write_all(b"\x00\x01garbage that is not HTTP\r\n\r\n").await;
                 return;
             }
+            Behaviour::AnswersBeforeBody => return,
         }
         answered += 1;
     }
