@@ -444,6 +444,10 @@ pub struct Limits {
     /// Time a client has to send a complete request head (slowloris).
     #[serde(deserialize_with = "duration")]
     pub header_read_timeout: Duration,
+    /// A client that takes none of the bytes waiting for it (a response it
+    /// stopped reading) for this long is dropped (nginx's `send_timeout`).
+    #[serde(deserialize_with = "duration")]
+    pub send_timeout: Duration,
     /// Grace period for in-flight requests on SIGTERM / SIGINT.
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
@@ -539,6 +543,7 @@ impl Default for Limits {
             max_pending_reset_streams: 20,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -734,6 +739,7 @@ impl Config {
             ("limits.idle_timeout", l.idle_timeout),
             ("limits.handshake_timeout", l.handshake_timeout),
             ("limits.header_read_timeout", l.header_read_timeout),
+            ("limits.send_timeout", l.send_timeout),
         ] {
             if d.is_zero() {
                 return Err(err(key, "must be greater than zero".into()));
@@ -1130,6 +1136,7 @@ impl fmt::Display for Config {
         writeln!(f, "max_pending_reset_streams = {}", m.max_pending_reset_streams)?;
         writeln!(f, "handshake_timeout = \"{}\"", dur(m.handshake_timeout))?;
         writeln!(f, "header_read_timeout = \"{}\"", dur(m.header_read_timeout))?;
+        writeln!(f, "send_timeout = \"{}\"", dur(m.send_timeout))?;
         writeln!(f, "shutdown_timeout = \"{}\"", dur(m.shutdown_timeout))?;
         writeln!(f, "\n[admin]")?;
         writeln!(

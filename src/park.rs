@@ -25,7 +25,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,6 +34,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::proxy::monotonic_millis;
+
 /// How long a kept-alive HTTP/1.1 connection stays idle before it is parked.
 /// Busy connections never reach it, so their buffers are reused.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
@@ -41,12 +43,24 @@ pub const PARK_AFTER: Duration = Duration::from_millis(500);
 /// Shared between the stream hyper reads and the task serving the connection.
 #[derive(Default)]
 pub struct Parking {
+    /// The connection may be parked (HTTP/1.1; an HTTP/2 connection only
+    /// uses the write-side bookkeeping).
+    parks: bool,
     /// Set by the serving task: park at the next read that would wait.
     requested: AtomicBool,
     /// The last bytes hyper received end with a blank line.
     between_messages: AtomicBool,
     /// The stream, handed back when hyper let go of it.
     returned: Mutex<Option<Returned>>,
+    /// Bytes were written that no completed flush has sent yet: a response
+    /// is still on its way even when its body has been handed over whole.
+    unflushed: AtomicBool,
+    /// When a flush after writes last completed ([`monotonic_millis`]): the
+    /// true end of the last response, for the keep-alive deadlines.
+    flushed_at: AtomicU64,
+    /// Since when the client has taken none of the bytes waiting for it
+    /// ([`monotonic_millis`]; 0: not blocked), for `limits.send_timeout`.
+    blocked_since: AtomicU64,
 }
 
 /// A stream hyper let go of.
@@ -57,6 +71,19 @@ pub struct Returned {
 }
 
 impl Parking {
+    /// For a connection that speaks HTTP/1.1 (`parks`) or HTTP/2.
+    pub fn new(parks: bool) -> Self {
+        Parking {
+            parks,
+            ..Parking::default()
+        }
+    }
+
+    /// Whether the connection may be parked.
+    pub fn parks(&self) -> bool {
+        self.parks
+    }
+
     /// Ask the stream to end hyper's connection at its next idle read.
     pub fn request(&self) {
         self.requested.store(true, Ordering::Relaxed);
@@ -72,6 +99,22 @@ impl Parking {
     /// left in hyper's buffer when no request is in flight.
     pub fn between_messages(&self) -> bool {
         self.between_messages.load(Ordering::Relaxed)
+    }
+
+    /// Whether written bytes still wait for a flush to complete.
+    pub fn unflushed(&self) -> bool {
+        self.unflushed.load(Ordering::Relaxed)
+    }
+
+    /// When the last flush after writes completed (0: none yet).
+    pub fn flushed_at(&self) -> u64 {
+        self.flushed_at.load(Ordering::Relaxed)
+    }
+
+    /// Since when writing has been blocked by a client that does not read
+    /// (0: it is not).
+    pub fn blocked_since(&self) -> u64 {
+        self.blocked_since.load(Ordering::Relaxed)
     }
 
     /// The stream hyper's connection let go of (none after an upgrade,
@@ -91,6 +134,8 @@ pub struct ParkingStream {
     /// Everything written so far has been flushed to the socket: the last
     /// write-side call was a flush that completed.
     flushed: bool,
+    /// The last write-side call found the socket full.
+    blocked: bool,
     /// The last four bytes hyper received.
     tail: u32,
 }
@@ -105,6 +150,7 @@ impl ParkingStream {
             parking,
             ended_to_park: false,
             flushed: true,
+            blocked: false,
             tail: 0,
         }
     }
@@ -118,6 +164,28 @@ impl ParkingStream {
         self.parking
             .between_messages
             .store(self.tail == BLANK_LINE, Ordering::Relaxed);
+    }
+
+    /// Bookkeeping for a write-side call; shared state is touched only on
+    /// changes (about once per response), so the hot path stays local.
+    fn wrote(&mut self, progress: bool, pending: bool) {
+        if self.flushed {
+            self.flushed = false;
+            self.parking.unflushed.store(true, Ordering::Relaxed);
+        }
+        self.track_blocking(progress, pending);
+    }
+
+    fn track_blocking(&mut self, progress: bool, pending: bool) {
+        if pending && !self.blocked {
+            self.blocked = true;
+            self.parking
+                .blocked_since
+                .store(monotonic_millis().max(1), Ordering::Relaxed);
+        } else if progress && self.blocked {
+            self.blocked = false;
+            self.parking.blocked_since.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -168,11 +236,12 @@ impl AsyncRead for ParkingStream {
 impl AsyncWrite for ParkingStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.flushed = false;
-        match this.inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_write(cx, buf),
-            None => Poll::Ready(Err(gone())),
-        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let written = Pin::new(inner).poll_write(cx, buf);
+        this.wrote(matches!(written, Poll::Ready(Ok(n)) if n > 0), written.is_pending());
+        written
     }
 
     fn poll_write_vectored(
@@ -181,11 +250,12 @@ impl AsyncWrite for ParkingStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.flushed = false;
-        match this.inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
-            None => Poll::Ready(Err(gone())),
-        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let written = Pin::new(inner).poll_write_vectored(cx, bufs);
+        this.wrote(matches!(written, Poll::Ready(Ok(n)) if n > 0), written.is_pending());
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -198,7 +268,17 @@ impl AsyncWrite for ParkingStream {
             Some(inner) => {
                 let flushing = Pin::new(inner).poll_flush(cx);
                 // Flushing the TLS stream also sends what rustls holds.
-                this.flushed = matches!(flushing, Poll::Ready(Ok(())));
+                let done = matches!(flushing, Poll::Ready(Ok(())));
+                if done && !this.flushed {
+                    this.flushed = true;
+                    this.parking.unflushed.store(false, Ordering::Relaxed);
+                    this.parking.flushed_at.store(monotonic_millis(), Ordering::Relaxed);
+                } else if flushing.is_pending() && this.flushed {
+                    // rustls holds bytes of its own (a post-handshake message).
+                    this.flushed = false;
+                    this.parking.unflushed.store(true, Ordering::Relaxed);
+                }
+                this.track_blocking(done, flushing.is_pending());
                 flushing
             }
             None => Poll::Ready(Ok(())),

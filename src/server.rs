@@ -520,12 +520,13 @@ async fn serve_tls(
     let deadlines = Deadlines {
         first_request: limits.header_read_timeout,
         idle: limits.idle_timeout,
+        send: limits.send_timeout,
     };
     // hyper reads and writes through a `ParkingStream`, which hands the TLS
     // stream back when hyper lets go of it: to park an idle HTTP/1.1
     // connection without hyper's buffers (see `park`), or to close it the
     // lingering way (see `linger`).
-    let parking = Arc::new(Parking::default());
+    let parking = Arc::new(Parking::new(!speaks_h2));
     let mut shutdown = shutdown;
     let mut stream = tls;
     loop {
@@ -540,7 +541,7 @@ async fn serve_tls(
                 &conn,
                 deadlines,
                 shutdown.clone(),
-                None,
+                &parking,
             )
             .await
         } else {
@@ -557,7 +558,7 @@ async fn serve_tls(
                 &conn,
                 deadlines,
                 shutdown.clone(),
-                Some(&parking),
+                &parking,
             )
             .await
         };
@@ -590,7 +591,7 @@ async fn serve_tls(
         // One await with the stream borrowed (the close is inside): a stream
         // borrowed across two would keep a slot in every connection's task.
         let mut back = back;
-        let woken = wait_parked(&mut back, &conn, deadlines, &mut shutdown).await;
+        let woken = wait_parked(&mut back, &conn, &parking, deadlines, &mut shutdown).await;
         metrics.parked_connections.dec();
         if !woken {
             break;
@@ -606,11 +607,13 @@ async fn serve_tls(
 async fn wait_parked(
     stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
     conn: &Connection,
+    parking: &Parking,
     deadlines: Deadlines,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let keep = deadlines.first_request.min(deadlines.idle);
-    let waited = Duration::from_millis(monotonic_millis().saturating_sub(conn.requests.last_done()));
+    let answered = conn.requests.last_done().max(parking.flushed_at());
+    let waited = Duration::from_millis(monotonic_millis().saturating_sub(answered));
     let woken = match keep.checked_sub(waited) {
         Some(left) => tokio::select! {
             ready = stream.get_ref().0.readable() => ready.is_ok(),
@@ -663,6 +666,9 @@ async fn linger(mut tls: tokio_rustls::server::TlsStream<TcpStream>) {
 struct Deadlines {
     first_request: Duration,
     idle: Duration,
+    /// `limits.send_timeout`: a client that takes none of the bytes waiting
+    /// for it for this long is dropped.
+    send: Duration,
 }
 
 /// Serves a connection to its end, closing it when it stays without requests
@@ -674,7 +680,7 @@ async fn drive<C, E>(
     conn: &Connection,
     deadlines: Deadlines,
     mut shutdown: watch::Receiver<bool>,
-    parking: Option<&Parking>,
+    stream: &Parking,
 ) -> Ended
 where
     C: Future<Output = Result<(), E>> + ?Sized,
@@ -683,10 +689,15 @@ where
     // Deadlines by requests, not bytes: a client trickling a request (or an
     // HTTP/2 preface, which hyper's header timer does not cover) a byte at a
     // time is neither active nor allowed to hold its slot.
-    let Deadlines { first_request, idle } = deadlines;
+    let Deadlines {
+        first_request,
+        idle,
+        send,
+    } = deadlines;
+    let may_park = stream.parks();
     let opened = monotonic_millis();
     let first_check = first_request.min(idle);
-    let first_check = if parking.is_some() {
+    let first_check = if may_park {
         first_check.min(PARK_AFTER)
     } else {
         first_check
@@ -710,24 +721,40 @@ where
             _ = tokio::time::sleep_until(check_at) => {
                 let now = monotonic_millis();
                 let requests = &conn.requests;
+                // A client that takes none of what waits for it (a response,
+                // or a GOAWAY) would hold the connection, and the app's
+                // worker behind it, for ever.
+                let blocked = stream.blocked_since();
+                let blocked_for = Duration::from_millis(now.saturating_sub(blocked));
+                if blocked != 0 && blocked_for >= send {
+                    break Some("the client took no bytes for limits.send_timeout");
+                }
+                // A response is over when its last bytes are out of hyper's
+                // and rustls' buffers, not when its body was handed over.
+                let busy = requests.in_flight() > 0 || stream.unflushed();
+                let answered = requests.last_done().max(stream.flushed_at());
                 let (since, limit, why) = if requests.started() == 0 {
                     (opened, first_request, "no request within limits.header_read_timeout")
-                } else if requests.in_flight() == 0 {
-                    if parking.is_some() && !requests.body_left_unread() {
+                } else if !busy {
+                    if may_park && !requests.body_left_unread() {
                         // HTTP/1.1 between requests: hyper's header timer
                         // runs from the last response too, but restarts on a
                         // connection unparked by a byte; this keeps the
                         // deadline where it was.
                         (
-                            requests.last_done(),
+                            answered,
                             idle.min(first_request),
                             "idle for limits.idle_timeout or limits.header_read_timeout",
                         )
                     } else {
-                        (requests.last_done(), idle, "idle for limits.idle_timeout")
+                        (answered, idle, "idle for limits.idle_timeout")
                     }
                 } else {
-                    check_at = tokio::time::Instant::now() + if parking.is_some() { PARK_AFTER } else { idle };
+                    let mut next = if may_park { PARK_AFTER } else { idle };
+                    if blocked != 0 {
+                        next = next.min(send - blocked_for);
+                    }
+                    check_at = tokio::time::Instant::now() + next;
                     continue;
                 };
                 let waited = Duration::from_millis(now.saturating_sub(since));
@@ -735,7 +762,10 @@ where
                     break Some(why);
                 }
                 let mut next = limit - waited;
-                if let Some(parking) = parking {
+                if blocked != 0 {
+                    next = next.min(send - blocked_for);
+                }
+                if may_park {
                     // Checked at least every PARK_AFTER. Parking is for a
                     // kept-alive connection between requests; asked here,
                     // done by its next read that would wait (the select
@@ -747,8 +777,8 @@ where
                     if requests.started() > 0 && !requests.body_left_unread() {
                         if waited < PARK_AFTER {
                             next = next.min(PARK_AFTER - waited);
-                        } else if parking.between_messages() {
-                            parking.request();
+                        } else if stream.between_messages() {
+                            stream.request();
                         }
                     }
                 }

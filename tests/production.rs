@@ -700,19 +700,29 @@ async fn a_request_head_that_pauses_halfway_is_not_cut_by_parking() {
     );
 }
 
-/// Parking never ends a response still on its way: a client that stops
-/// reading a download for longer than the parking delay, after the whole
-/// body was handed to hyper but before hyper and rustls could send it
-/// (their buffers are not the kernel's), gets all of it, then its next
-/// answer on the same connection. The client's small receive buffer and
-/// segment size keep the kernel's share small (on loopback, segments of
-/// 64 KiB let the sender's buffer grow to megabytes), and the sizes step
-/// through it, so that for several of them the tail waits in tlsfront's.
+/// Neither parking nor the keep-alive deadline ends a response still on its
+/// way: a client that stops reading a download for longer than the parking
+/// delay, or than the keep-alive wait (`header_read_timeout` 1 s and the
+/// second tlsfront gives a closing connection), after the whole body was
+/// handed to hyper but before hyper and rustls could send it (their buffers
+/// are not the kernel's), gets all of it; with the default keep-alive, then
+/// its next answer on the same connection.
 #[tokio::test]
 async fn a_slow_reader_gets_its_whole_download_across_the_parking_delay() {
-    use std::os::fd::AsRawFd;
     let up = Upstream::start().await;
     let proxy = Proxy::start("", up.addr);
+    slow_readers(&proxy, Duration::from_millis(1500), true).await;
+    let short_keep_alive = Proxy::start("[limits]\nheader_read_timeout = \"1s\"\n", up.addr);
+    slow_readers(&short_keep_alive, Duration::from_millis(2500), false).await;
+}
+
+/// 32 clients at once, each asking for a download of its own size, reading
+/// nothing for `pause`, then all of it. The client's small receive buffer
+/// and segment size keep the kernel's share small (on loopback, segments of
+/// 64 KiB let the sender's buffer grow to megabytes), and the sizes step
+/// through it, so that for several of them the tail waits in tlsfront's.
+async fn slow_readers(proxy: &Proxy, pause: Duration, then_next: bool) {
+    use std::os::fd::AsRawFd;
     let clients = (1..=32u64).map(|step| {
         let (addr, ca) = (proxy.addr(), proxy.ca());
         tokio::spawn(async move {
@@ -740,8 +750,7 @@ async fn a_slow_reader_gets_its_whole_download_across_the_parking_delay() {
             let ask = format!("GET /download?bytes={size} HTTP/1.1\r\nHost: localhost\r\n\r\n");
             tls.write_all(ask.as_bytes()).await.unwrap();
             tls.flush().await.unwrap();
-            // Reads nothing for three parking delays.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            tokio::time::sleep(pause).await;
             let mut got = read_until(&mut tls, b"\r\n\r\n").await;
             let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
             assert!(
@@ -757,22 +766,55 @@ async fn a_slow_reader_gets_its_whole_download_across_the_parking_delay() {
                 }
             }
             assert_eq!(got.len() - head_end, size as usize, "{size}: more than the body");
-            tls.write_all(b"GET /echo/next HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                .await
-                .unwrap();
-            let next = tokio::time::timeout(Duration::from_secs(3), read_until(&mut tls, b"/echo/next"))
-                .await
-                .unwrap_or_else(|_| panic!("{size}: no answer to the next request"));
-            assert!(
-                next.starts_with(b"HTTP/1.1 200"),
-                "{size}: {:?}",
-                String::from_utf8_lossy(&next)
-            );
+            if then_next {
+                tls.write_all(b"GET /echo/next HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    .await
+                    .unwrap();
+                let next = tokio::time::timeout(Duration::from_secs(3), read_until(&mut tls, b"/echo/next"))
+                    .await
+                    .unwrap_or_else(|_| panic!("{size}: no answer to the next request"));
+                assert!(
+                    next.starts_with(b"HTTP/1.1 200"),
+                    "{size}: {:?}",
+                    String::from_utf8_lossy(&next)
+                );
+            }
         })
     });
     for client in clients.collect::<Vec<_>>() {
         client.await.unwrap();
     }
+}
+
+/// `limits.send_timeout`: a client that stops reading a response is
+/// dropped once it has taken no bytes for that long, instead of holding
+/// its connection (and the app's worker streaming to it) for ever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[limits]\nsend_timeout = \"1s\"\n", up.addr);
+    let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
+    let size = 256u64 * 1024 * 1024;
+    let ask = format!("GET /download?bytes={size} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    tls.write_all(ask.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // What the kernel still holds, then the end: well short of the body.
+    let started = Instant::now();
+    let mut got = 0u64;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut chunk)).await {
+            Ok(Ok(0)) => break "end of stream",
+            Ok(Ok(n)) => got += n as u64,
+            Ok(Err(_)) => break "reset",
+            Err(_) => panic!(
+                "still open {:?} after reading resumed, {got} bytes in",
+                started.elapsed()
+            ),
+        }
+    };
+    assert!(got < size / 2, "{ended} after {got} of {size} bytes: not dropped");
 }
 
 /// Parking never takes the rest of a body for a new request: an app that
