@@ -10,8 +10,9 @@
 //!
 //! Untrusted peer (not inside any trusted CIDR), properties:
 //!  1. never panics;
-//!  2. no header whose name starts with `x-forwarded-`, is in
-//!     `IDENTITY_HEADERS` or in `strip_untrusted` survives: the only ones
+//!  2. no header whose name (with `_` read as `-`) starts with
+//!     `x-forwarded-`, is in `IDENTITY_HEADERS` or in `strip_untrusted`
+//!     survives: the only ones
 //!     present afterwards are X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP
 //!     and Forwarded, each holding exactly what tlsfront itself sets (the
 //!     peer IP, "https", the Host, the port; Forwarded:
@@ -51,9 +52,11 @@ const MANAGED: [&str; 6] = [
 const OWN_EXTRA: &str = "x-fuzz-own-identity";
 
 /// The contract, written independently of the code under test: any
-/// `x-forwarded-*`, any documented client-identity name, any configured name.
+/// `x-forwarded-*`, any documented client-identity name, any configured name,
+/// each also spelled with underscores for dashes.
 fn forwarding_name(name: &str) -> bool {
-    name.starts_with("x-forwarded-") || IDENTITY_HEADERS.contains(&name) || name == OWN_EXTRA
+    let name = name.replace('_', "-");
+    name.starts_with("x-forwarded-") || IDENTITY_HEADERS.contains(&name.as_str()) || name == OWN_EXTRA
 }
 
 const HOSTS: &[&str] = &[

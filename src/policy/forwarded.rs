@@ -101,10 +101,23 @@ identity_headers![
 ];
 
 /// Whether a header from an untrusted peer is removed by the built-in rule:
-/// any `x-forwarded-*` name or one of [`IDENTITY_HEADERS`].
+/// any `x-forwarded-*` name or one of [`IDENTITY_HEADERS`], also spelled
+/// with underscores for dashes (`X_Real_IP`, `X_Forwarded_For`): app
+/// servers that map header names to CGI-style keys (`HTTP_X_REAL_IP`) read
+/// both spellings as one, so either would pass a forged value (Puma before
+/// 6.4.3, CVE-2024-45614; nginx drops names with underscores by default).
 pub fn is_forged_identity(name: &HeaderName) -> bool {
     let n = name.as_str();
+    is_forged_dashed(n) || (n.as_bytes().contains(&b'_') && is_forged_dashed(&dashed(n)))
+}
+
+fn is_forged_dashed(n: &str) -> bool {
     n.starts_with("x-forwarded-") || is_identity_header(n)
+}
+
+/// `name` with every `_` read as `-`.
+fn dashed(name: &str) -> String {
+    name.replace('_', "-")
 }
 
 /// The set of peers whose forwarding headers are believed.
@@ -148,7 +161,14 @@ pub struct ForwardedPolicy {
 impl ForwardedPolicy {
     /// Whether `name` must not reach the app from an untrusted peer.
     pub fn strips(&self, name: &HeaderName) -> bool {
-        is_forged_identity(name) || self.strip_untrusted.contains(name)
+        if is_forged_identity(name) || self.strip_untrusted.contains(name) {
+            return true;
+        }
+        let n = name.as_str();
+        n.as_bytes().contains(&b'_') && {
+            let n = dashed(n);
+            self.strip_untrusted.iter().any(|own| own.as_str() == n)
+        }
     }
 }
 
@@ -429,6 +449,38 @@ mod tests {
     }
 
     const HOST: HeaderValue = HeaderValue::from_static("app.example:8443");
+
+    /// App servers that read `_` as `-` would take these for the real names.
+    const UNDERSCORED: [&str; 5] = [
+        "x_forwarded_for",
+        "x_real_ip",
+        "x-forwarded_host",
+        "client_ip",
+        "x_auth_user",
+    ];
+
+    #[test]
+    fn underscore_spellings_of_identity_names_are_removed_too() {
+        let mut h = HeaderMap::new();
+        for name in UNDERSCORED {
+            h.append(HeaderName::from_static(name), HeaderValue::from_static("6.6.6.6"));
+        }
+        h.append("x_request_id", HeaderValue::from_static("kept"));
+        h.append("api_key", HeaderValue::from_static("kept"));
+        let origin = RequestOrigin {
+            peer_value: None,
+            peer: "203.0.113.9".parse().unwrap(),
+            host: &HOST,
+            public_port: 8443,
+        };
+        apply(&mut h, &policy(&[], false), &origin);
+        for name in UNDERSCORED {
+            assert!(h.get(name).is_none(), "{name} reached the app");
+        }
+        assert_eq!(one(&h, "x_request_id"), "kept");
+        assert_eq!(one(&h, "api_key"), "kept");
+        assert_eq!(one(&h, "x-forwarded-for"), "203.0.113.9");
+    }
 
     #[test]
     fn untrusted_v4_peer_cannot_inject_anything() {
