@@ -207,6 +207,9 @@ pub struct Upstream {
     /// Limit until the app's response headers arrive.
     #[serde(deserialize_with = "duration")]
     pub response_timeout: Duration,
+    /// Longest silence of the app in the middle of a response body.
+    #[serde(deserialize_with = "duration")]
+    pub read_timeout: Duration,
     /// How long an idle pooled connection to the app is kept.
     #[serde(deserialize_with = "duration")]
     pub pool_idle_timeout: Duration,
@@ -484,6 +487,7 @@ impl Default for Upstream {
             url: UpstreamUrl::parse("http://127.0.0.1:8000").expect("the default upstream is valid"),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle: 64,
         }
@@ -754,7 +758,10 @@ impl Config {
                 ));
             }
         }
-        if self.upstream.connect_timeout.is_zero() || self.upstream.response_timeout.is_zero() {
+        if self.upstream.connect_timeout.is_zero()
+            || self.upstream.response_timeout.is_zero()
+            || self.upstream.read_timeout.is_zero()
+        {
             return Err(err("upstream", "timeouts must be greater than zero".into()));
         }
         route::validate(&self.routes, self.upstream_given).map_err(|(key, message)| err(&key, message))?;
@@ -1098,6 +1105,7 @@ impl fmt::Display for Config {
         }
         writeln!(f, "connect_timeout = \"{}\"", dur(u.connect_timeout))?;
         writeln!(f, "response_timeout = \"{}\"", dur(u.response_timeout))?;
+        writeln!(f, "read_timeout = \"{}\"", dur(u.read_timeout))?;
         writeln!(f, "pool_idle_timeout = \"{}\"", dur(u.pool_idle_timeout))?;
         writeln!(f, "pool_max_idle = {}", u.pool_max_idle)?;
         let w = &self.forwarded;

@@ -55,8 +55,9 @@ pub struct Parking {
     /// Bytes were written that no completed flush has sent yet: a response
     /// is still on its way even when its body has been handed over whole.
     unflushed: AtomicBool,
-    /// When a flush after writes last completed ([`monotonic_millis`]): the
-    /// true end of the last response, for the keep-alive deadlines.
+    /// When a flush that had to wait for the client last completed
+    /// ([`monotonic_millis`]): the true end of a response that left slowly,
+    /// for the keep-alive deadlines (the others end with their body).
     flushed_at: AtomicU64,
     /// Since when the client has taken none of the bytes waiting for it
     /// ([`monotonic_millis`]; 0: not blocked), for `limits.send_timeout`.
@@ -106,7 +107,7 @@ impl Parking {
         self.unflushed.load(Ordering::Relaxed)
     }
 
-    /// When the last flush after writes completed (0: none yet).
+    /// When the last flush that had to wait completed (0: none yet).
     pub fn flushed_at(&self) -> u64 {
         self.flushed_at.load(Ordering::Relaxed)
     }
@@ -136,6 +137,10 @@ pub struct ParkingStream {
     flushed: bool,
     /// The last write-side call found the socket full.
     blocked: bool,
+    /// A write-side call found the socket full since the last flush: that
+    /// flush's completion is then timed (otherwise it came in the same poll
+    /// as the response's end, whose time is already kept).
+    waited_since_flush: bool,
     /// The last four bytes hyper received.
     tail: u32,
 }
@@ -151,6 +156,7 @@ impl ParkingStream {
             ended_to_park: false,
             flushed: true,
             blocked: false,
+            waited_since_flush: false,
             tail: 0,
         }
     }
@@ -179,6 +185,7 @@ impl ParkingStream {
     fn track_blocking(&mut self, progress: bool, pending: bool) {
         if pending && !self.blocked {
             self.blocked = true;
+            self.waited_since_flush = true;
             self.parking
                 .blocked_since
                 .store(monotonic_millis().max(1), Ordering::Relaxed);
@@ -272,7 +279,9 @@ impl AsyncWrite for ParkingStream {
                 if done && !this.flushed {
                     this.flushed = true;
                     this.parking.unflushed.store(false, Ordering::Relaxed);
-                    this.parking.flushed_at.store(monotonic_millis(), Ordering::Relaxed);
+                    if std::mem::take(&mut this.waited_since_flush) {
+                        this.parking.flushed_at.store(monotonic_millis(), Ordering::Relaxed);
+                    }
                 } else if flushing.is_pending() && this.flushed {
                     // rustls holds bytes of its own (a post-handshake message).
                     this.flushed = false;

@@ -217,7 +217,8 @@ impl Proxy {
             },
             started,
         };
-        let body = ObservedBody::new(body, in_flight, self.telemetry.clone(), guard);
+        let read_timeout = forwarded.route.as_ref().map(|r| r.upstream.read_timeout());
+        let body = ObservedBody::new(body, in_flight, self.telemetry.clone(), guard, read_timeout);
         Response::from_parts(head, body.boxed())
     }
 

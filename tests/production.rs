@@ -817,6 +817,31 @@ async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
     assert!(got < size / 2, "{ended} after {got} of {size} bytes: not dropped");
 }
 
+/// `upstream.read_timeout`: an app that stops in the middle of a response
+/// body does not hold the client for ever; the client sees the response
+/// end early (HTTP/1.1: the connection closes short of Content-Length;
+/// HTTP/2: the stream is reset), soon after the timeout.
+#[tokio::test]
+async fn an_app_silent_mid_body_is_cut_off_after_read_timeout() {
+    let up = RawUpstream::start(Behaviour::StallsMidBody).await;
+    let proxy = Proxy::start("[upstream]\nread_timeout = \"1s\"\n", up.addr);
+    for h2 in [false, true] {
+        let mut c = Client::connect(&proxy, h2).await;
+        let started = Instant::now();
+        let response = c.send(get(&proxy, "/", h2).body(empty()).unwrap()).await;
+        assert_eq!(response.status(), 200);
+        let body = tokio::time::timeout(
+            Duration::from_secs(10),
+            http_body_util::BodyExt::collect(response.into_body()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("h2={h2}: body still open after 10 s"));
+        assert!(body.is_err(), "h2={h2}: the body ended as if complete");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(900), "h2={h2}: cut after {took:?}");
+    }
+}
+
 /// Parking never takes the rest of a body for a new request: an app that
 /// answers an upload before reading it, then a pause past the parking
 /// delay, and a body whose bytes so far end with a blank line and whose

@@ -89,6 +89,9 @@ pub struct Route {
     /// Overrides `upstream.response_timeout` for this route.
     #[serde(default, deserialize_with = "optional_duration")]
     pub response_timeout: Option<Duration>,
+    /// Overrides `upstream.read_timeout` for this route.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub read_timeout: Option<Duration>,
     /// `[route.cookies]`: overrides of `[cookies]`.
     #[serde(default)]
     pub cookies: CookiesOverride,
@@ -653,6 +656,9 @@ pub fn display_routes(routes: &[Route], f: &mut fmt::Formatter<'_>) -> fmt::Resu
         if let Some(d) = r.response_timeout {
             writeln!(f, "response_timeout = \"{}\"", dur(d))?;
         }
+        if let Some(d) = r.read_timeout {
+            writeln!(f, "read_timeout = \"{}\"", dur(d))?;
+        }
         let c = &r.cookies;
         let mut lines = Vec::new();
         if let Some(v) = c.secure {
@@ -791,6 +797,7 @@ pub fn validate(routes: &[Route], fallback: bool) -> Result<(), (String, String)
             ("eject_time", Some(r.eject_time)),
             ("connect_timeout", r.connect_timeout),
             ("response_timeout", r.response_timeout),
+            ("read_timeout", r.read_timeout),
         ] {
             if d.is_some_and(|d| d.is_zero()) {
                 return Err((key(k), "must be greater than zero".into()));

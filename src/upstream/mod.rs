@@ -178,6 +178,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Limit until the response head.
     pub response_timeout: Duration,
+    /// Longest silence in the middle of a response body.
+    pub read_timeout: Duration,
     /// Idle pooled connections are closed after this.
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per server.
@@ -321,6 +323,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Longest silence allowed in the middle of a response body.
+    pub fn read_timeout(&self) -> Duration {
+        self.settings.read_timeout
+    }
+
     /// Builds the servers and their (empty) pools, and starts active health
     /// checks when configured (they stop when the upstream is dropped).
     pub fn new(settings: UpstreamSettings, metrics: &Metrics) -> Arc<Self> {
@@ -849,6 +856,7 @@ mod tests {
                 servers: vec![url(first), url(second)],
                 connect_timeout: Duration::from_secs(2),
                 response_timeout: Duration::from_secs(5),
+                read_timeout: Duration::from_secs(5),
                 pool_idle_timeout: Duration::from_secs(60),
                 pool_max_idle: 8,
                 balance: Balance::RoundRobin,

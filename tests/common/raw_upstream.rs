@@ -29,6 +29,9 @@ pub enum Behaviour {
     /// only records what comes until the connection closes (an app refusing
     /// or acknowledging an upload early).
     AnswersBeforeBody,
+    /// Sends a head promising 100 bytes, 10 of them, then nothing while
+    /// keeping the connection open (an app stuck in the middle of a body).
+    StallsMidBody,
 }
 
 /// A running raw upstream.
@@ -184,6 +187,13 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour, rec: Arc<Mutex<Vec<V
                 return;
             }
             Behaviour::AnswersBeforeBody => return,
+            Behaviour::StallsMidBody => {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return;
+            }
         }
         answered += 1;
     }
