@@ -222,6 +222,21 @@ impl Proxy {
         Response::from_parts(head, body.boxed())
     }
 
+    /// Why a request's body is refused before anything is sent: declared
+    /// larger than `max_request_body_bytes` (413), or framed with a transfer
+    /// coding other than chunked (501). Out of line, for requests with a
+    /// body only: the bodiless majority never builds a refusal.
+    #[inline(never)]
+    fn refuse_body(&self, headers: &HeaderMap) -> Option<(StatusCode, std::borrow::Cow<'static, str>)> {
+        if self.max_body_bytes != 0 && declared_length(headers).is_some_and(|n| n > self.max_body_bytes) {
+            self.telemetry.metrics.count_limit("body_bytes");
+            return Some((StatusCode::PAYLOAD_TOO_LARGE, "413 Content Too Large".into()));
+        }
+        let coding = hop::unsupported_transfer_coding(headers)?;
+        let text = format!("501 Not Implemented: transfer coding {coding:?} is not supported (only chunked)");
+        Some((StatusCode::NOT_IMPLEMENTED, text.into()))
+    }
+
     async fn forward(&self, mut req: Request<Incoming>, conn: &Arc<Connection>) -> Forwarded {
         let peer_ip = conn.peer.ip().to_canonical();
         let method = req.method().clone();
@@ -253,9 +268,10 @@ impl Proxy {
                 Some(host),
             );
         }
-        if self.max_body_bytes != 0 && declared_length(req.headers()).is_some_and(|n| n > self.max_body_bytes) {
-            self.telemetry.metrics.count_limit("body_bytes");
-            return refuse(StatusCode::PAYLOAD_TOO_LARGE, "413 Content Too Large", Some(host));
+        if !req.body().is_end_stream() {
+            if let Some((status, text)) = self.refuse_body(req.headers()) {
+                return refuse(status, &text, Some(host));
+            }
         }
         let public_port = self.listen.public_port(conn.local.port());
         let upgrade = wants_upgrade(&req).then(|| {

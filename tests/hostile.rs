@@ -191,6 +191,16 @@ async fn malformed_heads_are_refused_and_never_forwarded() {
             b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
             405,
         ),
+        (
+            "a coding before chunked",
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: identity, chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            501,
+        ),
+        (
+            "gzip then chunked, in two fields",
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            501,
+        ),
         ("garbage request line", b"\x16\x03\x01 nonsense\r\n\r\n", 400),
     ];
     for (name, bytes, status) in cases {

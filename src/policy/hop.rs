@@ -72,10 +72,42 @@ pub fn accepts_trailers(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The first transfer coding of a request other than `chunked`, if any.
+/// hyper frames a request by its last coding only, so `identity, chunked`
+/// or `gzip, chunked` would be read as plain chunked and forwarded without
+/// the coding: the app would get bytes it cannot know are still encoded.
+/// Such a request is refused with 501 (RFC 9112 §6.1), as nginx does.
+pub fn unsupported_transfer_coding(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|coding| coding.trim_ascii())
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"))
+        .map(|coding| String::from_utf8_lossy(coding).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn only_chunked_is_a_supported_transfer_coding() {
+        let coding = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(TRANSFER_ENCODING, HeaderValue::from_static(v));
+            }
+            unsupported_transfer_coding(&h)
+        };
+        assert_eq!(coding(&[]), None);
+        assert_eq!(coding(&["chunked"]), None);
+        assert_eq!(coding(&["Chunked "]), None);
+        assert_eq!(coding(&["identity, chunked"]).as_deref(), Some("identity"));
+        assert_eq!(coding(&["gzip", "chunked"]).as_deref(), Some("gzip"));
+        assert_eq!(coding(&[" , chunked"]), None);
+    }
 
     #[test]
     fn removes_fixed_and_named() {
