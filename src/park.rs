@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::proxy::monotonic_millis;
+use crate::proxy::{monotonic_millis, RequestTracker};
 
 /// How long a kept-alive HTTP/1.1 connection stays idle before it is parked.
 /// Busy connections never reach it, so their buffers are reused.
@@ -107,9 +107,11 @@ impl Parking {
         self.unflushed.load(Ordering::Relaxed)
     }
 
-    /// When the last flush that had to wait completed (0: none yet).
-    pub fn flushed_at(&self) -> u64 {
-        self.flushed_at.load(Ordering::Relaxed)
+    /// When the last response really ended ([`monotonic_millis`]): its body
+    /// was handed over, or later, its last bytes left after a flush that
+    /// had to wait for the client. Keep-alive deadlines count from here.
+    pub fn answered(&self, requests: &RequestTracker) -> u64 {
+        requests.last_done().max(self.flushed_at.load(Ordering::Relaxed))
     }
 
     /// Since when writing has been blocked by a client that does not read

@@ -612,7 +612,7 @@ async fn wait_parked(
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let keep = deadlines.first_request.min(deadlines.idle);
-    let answered = conn.requests.last_done().max(parking.flushed_at());
+    let answered = parking.answered(&conn.requests);
     let waited = Duration::from_millis(monotonic_millis().saturating_sub(answered));
     let woken = match keep.checked_sub(waited) {
         Some(left) => tokio::select! {
@@ -725,14 +725,18 @@ where
                 // or a GOAWAY) would hold the connection, and the app's
                 // worker behind it, for ever.
                 let blocked = stream.blocked_since();
-                let blocked_for = Duration::from_millis(now.saturating_sub(blocked));
-                if blocked != 0 && blocked_for >= send {
+                let send_left = if blocked == 0 {
+                    Duration::MAX
+                } else {
+                    send.saturating_sub(Duration::from_millis(now.saturating_sub(blocked)))
+                };
+                if send_left.is_zero() {
                     break Some("the client took no bytes for limits.send_timeout");
                 }
                 // A response is over when its last bytes are out of hyper's
                 // and rustls' buffers, not when its body was handed over.
                 let busy = requests.in_flight() > 0 || stream.unflushed();
-                let answered = requests.last_done().max(stream.flushed_at());
+                let answered = stream.answered(requests);
                 let (since, limit, why) = if requests.started() == 0 {
                     (opened, first_request, "no request within limits.header_read_timeout")
                 } else if !busy {
@@ -750,21 +754,15 @@ where
                         (answered, idle, "idle for limits.idle_timeout")
                     }
                 } else {
-                    let mut next = if may_park { PARK_AFTER } else { idle };
-                    if blocked != 0 {
-                        next = next.min(send - blocked_for);
-                    }
-                    check_at = tokio::time::Instant::now() + next;
+                    let next = if may_park { PARK_AFTER } else { idle };
+                    check_at = tokio::time::Instant::now() + next.min(send_left);
                     continue;
                 };
                 let waited = Duration::from_millis(now.saturating_sub(since));
                 if waited >= limit {
                     break Some(why);
                 }
-                let mut next = limit - waited;
-                if blocked != 0 {
-                    next = next.min(send - blocked_for);
-                }
+                let mut next = (limit - waited).min(send_left);
                 if may_park {
                     // Checked at least every PARK_AFTER. Parking is for a
                     // kept-alive connection between requests; asked here,
