@@ -61,10 +61,12 @@ def whoami_through(tf: TlsFront) -> dict:
         return r.json()
 
 
-def run_behind_tlsfront(tmp_path: Path, certdir: Path, server_url: str) -> dict:
+def run_behind_tlsfront(tmp_path: Path, certdir: Path, server_url: str) -> tuple[dict, str]:
+    """The app's /whoami answer through a fresh tlsfront, and that tlsfront's
+    public base URL (https://localhost:<port>), to compare the app's URLs with."""
     tf = start_tlsfront(tmp_path / "tlsfront", certdir, f'[[route]]\nservers = ["{server_url}"]\n')
     try:
-        return whoami_through(tf)
+        return whoami_through(tf), tf.base_url
     finally:
         tf.proc.terminate()
         tf.proc.wait(timeout=10)
@@ -105,8 +107,9 @@ def test_gunicorn_on_a_unix_socket_sees_https_without_trust_settings(apps, certd
 
 def test_gunicorn_on_loopback_tcp_trusts_tlsfront_by_default(apps, certdir, tmp_path):
     port_app = apps.gunicorn("gunicorn-tcp", f"127.0.0.1:{free_port()}", {"APP_NAME": "tcp", "PROXY_FIX": "0"})
-    info = run_behind_tlsfront(tmp_path, certdir, port_app.server_url)
-    assert_sees_https(info, info["url"].rsplit("/whoami", 1)[0])
+    info, base_url = run_behind_tlsfront(tmp_path, certdir, port_app.server_url)
+    # The URLs the app builds must be tlsfront's public ones, not merely https.
+    assert_sees_https(info, base_url)
     assert info["remote_addr"] == "127.0.0.1", info
 
 
@@ -118,10 +121,11 @@ def test_gunicorn_on_tcp_ignores_a_peer_outside_its_trust_list(apps, certdir, tm
         {"APP_NAME": "tcp-untrusting", "PROXY_FIX": "0"},
         ["--forwarded-allow-ips", "192.0.2.1"],
     )
-    info = run_behind_tlsfront(tmp_path, certdir, app.server_url)
+    info, base_url = run_behind_tlsfront(tmp_path, certdir, app.server_url)
     assert info["wsgi_server"].startswith("gunicorn"), info
     assert info["scheme"] == "http", info
     assert info["is_secure"] is False, info
-    assert info["external_index"].startswith("http://localhost:"), info
+    # The same host and port as tlsfront's public URL, but http.
+    assert info["external_index"] == base_url.replace("https://", "http://", 1) + "/", info
     # tlsfront still sent the right header; Gunicorn chose not to believe it.
     assert info["x_forwarded_proto"] == "https", info
