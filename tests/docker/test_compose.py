@@ -332,18 +332,28 @@ def test_stop_drains_an_in_flight_request_and_tlsfront_exits_0(stack: Stack, tun
     # The request is in flight: head and half the body sent, the rest later.
     tls.sendall(head + body[:5])
     time.sleep(1)
+    shutdown_mark = "shutting down: no new connections"
+    marks_before = stack.logs("tlsfront").count(shutdown_mark)
     stopping = threading.Thread(target=lambda: stack.compose("stop", timeout=120))
     stop_started = time.monotonic()
     stopping.start()
     try:
-        # tlsfront got SIGTERM once it takes no new connections.
+        # tlsfront got SIGTERM: it says so ...
+        wait_for("tlsfront to log that it is shutting down",
+                 lambda: stack.logs("tlsfront").count(shutdown_mark) > marks_before, timeout=20)
+
+        # ... and a new connection is refused: refused or reset, or closed
+        # before the handshake (Docker's port proxy accepts on the host side
+        # and closes once the container's port refuses it). A timeout or any
+        # other error is not a refusal: wait_for keeps it as the last error
+        # and polls again, so a tlsfront that hangs instead fails here.
         def refused() -> bool:
-            with stack.session() as s:
-                try:
-                    s.get(stack.url("/login"), timeout=3)
-                except requests.exceptions.RequestException:
-                    return True
-            return False
+            try:
+                with socket.create_connection(("127.0.0.1", stack.https_port), timeout=3) as raw, \
+                        ctx.wrap_socket(raw, server_hostname="127.0.0.1"):
+                    return False  # handshake done: still taking connections
+            except (ConnectionError, ssl.SSLEOFError):  # refused, reset, closed
+                return True
 
         wait_for("tlsfront refusing new connections", refused, timeout=20)
         tls.sendall(body[5:])
@@ -395,9 +405,13 @@ def test_unix_socket_variant_reaches_gunicorn_over_the_socket(stack: Stack):
     assert ready.returncode == 0, ready.stdout + ready.stderr
     assert "unix:/run/app/gunicorn.sock" in ready.stdout, ready.stdout
     # Nothing listens on the app's TCP port for other containers any more.
+    # `tlsfront health` exits 3 for "nothing answered" (src/app.rs) and says
+    # "cannot connect" when the name resolved but the connection was refused
+    # (src/health.rs): the app container is there, its TCP port is not.
     probe = docker("exec", stack.container("tlsfront"), "tlsfront", "health",
                    "--url", "http://app:8000/healthz", check=False)
-    assert probe.returncode != 0, probe.stdout
+    assert probe.returncode == 3, (probe.returncode, probe.stdout, probe.stderr)
+    assert "cannot connect" in probe.stderr, (probe.stdout, probe.stderr)
 
 
 def test_down_v_leaves_nothing_behind(stack: Stack):
