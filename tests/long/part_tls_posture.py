@@ -8,7 +8,9 @@
 2. Raw ClientHellos built here (independent of the scanner's OpenSSL, which
    cannot speak SSLv3 or TLS 1.0 itself): SSLv3, TLS 1.0 and TLS 1.1 hellos,
    TLS 1.2 hellos offering only weak or only non-forward-secret suites must
-   all be refused (alert or close, never a ServerHello); a TLS 1.2 ECDHE-GCM
+   all be refused: a fatal TLS alert record, then a real close by the server
+   (EOF or reset within 5 s; a connection that just stays silent is not a
+   refusal, and a timeout is never taken for a close); a TLS 1.2 ECDHE-GCM
    hello must be accepted (the probe's positive control). With
    `[tls] min_version = "1.3"` the good TLS 1.2 hello is refused too.
 3. The certificate chain: what tlsfront serves (openssl s_client -showcerts)
@@ -74,24 +76,62 @@ def raw_client_hello(version: int, ciphers: list[int], record_version: int = 0x0
     return b"\x16" + record_version.to_bytes(2, "big") + len(hs).to_bytes(2, "big") + hs
 
 
+PROBE_TIMEOUT = 5.0
+
+
+async def _next_record(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await asyncio.wait_for(reader.readexactly(5), PROBE_TIMEOUT)
+    length = int.from_bytes(head[3:5], "big")
+    return head[0], await asyncio.wait_for(reader.readexactly(length), PROBE_TIMEOUT)
+
+
+async def _ending(reader: asyncio.StreamReader) -> str:
+    """How the connection ends: 'closed (EOF)' or 'closed (reset)' -- a real
+    close by the server -- or 'timeout' (still open after PROBE_TIMEOUT) or
+    'more data'."""
+    try:
+        data = await asyncio.wait_for(reader.read(1), PROBE_TIMEOUT)
+    except asyncio.TimeoutError:
+        return "timeout"
+    except ConnectionError:
+        return "closed (reset)"
+    return "closed (EOF)" if not data else "more data"
+
+
 async def probe(port: int, hello: bytes) -> str:
-    """'server-hello v0x....', 'alert <desc>' or 'closed'."""
+    """What the server did with `hello`, one of:
+    'server-hello v0x....';
+    'alert <level> <description>, then closed (EOF)|closed (reset)|timeout|more data';
+    'closed (EOF)' or 'closed (reset)' (no record at all);
+    'timeout' (no record and no close within PROBE_TIMEOUT seconds);
+    'record type <n>'.
+    A timeout is never reported as a close."""
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
         writer.write(hello)
         await writer.drain()
-        head = await asyncio.wait_for(reader.readexactly(5), 5)
-        length = int.from_bytes(head[3:5], "big")
-        body = await asyncio.wait_for(reader.readexactly(length), 5)
-        if head[0] == 0x16 and body[0] == 0x02:
+        try:
+            kind, body = await _next_record(reader)
+        except asyncio.TimeoutError:
+            return "timeout"
+        except asyncio.IncompleteReadError as e:
+            return "closed (EOF)" if not e.partial else f"closed (EOF) inside a record ({len(e.partial)} bytes)"
+        except ConnectionError:
+            return "closed (reset)"
+        if kind == 0x16 and body[:1] == b"\x02":
             return f"server-hello v0x{int.from_bytes(body[4:6], 'big'):04x}"
-        if head[0] == 0x15 and len(body) >= 2:
-            return f"alert {ALERTS.get(body[1], body[1])}"
-        return f"record type {head[0]}"
-    except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
-        return "closed"
+        if kind == 0x15 and len(body) >= 2:
+            level = {1: "warning", 2: "fatal"}.get(body[0], f"level-{body[0]}")
+            return f"alert {level} {ALERTS.get(body[1], body[1])}, then {await _ending(reader)}"
+        return f"record type {kind}"
     finally:
         writer.transport.abort()
+
+
+def refused_properly(got: str) -> bool:
+    """Refused: a fatal TLS alert record, then the server really closed the
+    connection (EOF or reset; a connection left open is not a refusal)."""
+    return got.startswith("alert fatal ") and got.endswith(("then closed (EOF)", "then closed (reset)"))
 
 
 PROBES = [
@@ -188,11 +228,11 @@ def run() -> Result:
             if accept:
                 res.check(f"raw: {label} accepted", got.startswith("server-hello v0x0303"), got)
             else:
-                res.check(f"raw: {label} refused", not got.startswith("server-hello"), got)
+                res.check(f"raw: {label} refused (fatal alert, then closed)", refused_properly(got), got)
         got13 = asyncio.run(probe(tf13.port, raw_client_hello(0x0303, GOOD_TLS12)))
         log(f"  raw probe: min_version = \"1.3\", good TLS 1.2 hello: {got13}")
-        res.check("raw: with min_version = \"1.3\" a TLS 1.2 hello is refused", not got13.startswith("server-hello"),
-                  got13)
+        res.check("raw: with min_version = \"1.3\" a TLS 1.2 hello is refused (fatal alert, then closed)",
+                  refused_properly(got13), got13)
 
         chain = served_chain(tf.port)
         c = certs()
