@@ -284,7 +284,7 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    /// Every family the README lists, with a sample line each: a family
+    /// Every family docs/operations.md lists, with a sample line each: a family
     /// registered but not listed here, or listed but not exposed, fails.
     #[test]
     fn exposition_has_every_family() {

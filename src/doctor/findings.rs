@@ -75,7 +75,7 @@ pub enum FindingCode {
 }
 
 impl FindingCode {
-    /// Every code, in the order the README lists them.
+    /// Every code, in the order docs/doctor.md lists them.
     pub const ALL: [FindingCode; 18] = [
         FindingCode::RedirectHttpScheme,
         FindingCode::RedirectInternalHost,

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::findings::{Severity, FRAMEWORKS};
 use super::Report;
 
-/// One JSON object, as documented in the README.
+/// One JSON object, as documented in docs/doctor.md.
 pub fn render_json(report: &Report) -> String {
     let findings: Vec<serde_json::Value> = report
         .findings

@@ -743,7 +743,7 @@ mod tests {
 
     #[test]
     fn readme_lists_every_identity_header() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/security.md");
         for n in IDENTITY_HEADERS {
             assert!(readme.contains(&format!("`{n}`")), "README does not list {n}");
         }

@@ -13,8 +13,8 @@ by about the per-connection footprint every round).
 Also observes (without deciding PASS/FAIL) how long an idle keep-alive
 connection lives: for HTTP/1.1 hyper's `header_read_timeout` also starts
 while a kept-alive connection waits for its next request, so the effective
-keep-alive is the smaller of `idle_timeout` and `header_read_timeout` (as the
-README says).
+keep-alive is the smaller of `idle_timeout` and `header_read_timeout` (as
+docs/operations.md says).
 """
 
 from __future__ import annotations
