@@ -5,7 +5,10 @@ does one GET and then idles. tlsfront runs with max_connections = 12000 (and
 idle/header-read timeouts long enough to hold them). Reports tlsfront's RSS
 before, while holding (KiB per connection) and after closing them all;
 checks that all are held (open_connections metric, a second GET on a sample
-of them) and that a new client is still served meanwhile.
+of them), that they are parked (tlsfront_parked_connections >= IDLE_N while
+held: idle HTTP/1.1 connections give hyper's buffers back after 500 ms, see
+src/park.rs; the memory bound alone would pass without parking) and that a
+new client is still served meanwhile.
 
 Then three more rounds of IDLE_N / 5: RSS must level off (a leak would grow
 by about the per-connection footprint every round).
@@ -67,6 +70,7 @@ async def hold_many(tf: Tlsfront, n: int, rate: float, res: Result) -> dict:
     await asyncio.sleep(3)  # let tlsfront settle
     out = {"held": len(conns), "failures": failures, "open_secs": open_secs}
     out["metric_open"] = tf.metric("tlsfront_open_connections")
+    out["metric_parked"] = tf.metric("tlsfront_parked_connections")
     out["rss_held"] = tf.rss_kib()
     out["fds_held"] = tf.fd_count()
     # A new client is still served while they are held.
@@ -141,7 +145,8 @@ def run() -> Result:
         per_conn = (out["rss_held"] - rss0) / held if held else float("nan")
         nc_status, nc_complete, nc_ms = out["new_client"]
         log(f"  held {held}/{n} (opened in {out['open_secs']:.1f} s, {len(out['failures'])} failures), "
-            f"open_connections metric {out['metric_open']:.0f}, fds {out['fds_held']}")
+            f"open_connections metric {out['metric_open']:.0f}, parked_connections metric "
+            f"{out['metric_parked']:.0f}, fds {out['fds_held']}")
         log(f"  tlsfront RSS while holding {out['rss_held'] / 1024:.1f} MiB: "
             f"{per_conn:.1f} KiB per connection")
         log(f"  new client while holding: status {nc_status} complete={nc_complete} in {nc_ms:.1f} ms; "
@@ -162,8 +167,9 @@ def run() -> Result:
         for _ in range(3):
             out2 = asyncio.run(hold_many(tf, n2, rate * 2, res))
             wait_until(lambda: tf.metric("tlsfront_open_connections") == 0, 30)
-            rounds.append((out2["held"], out2["rss_held"], tf.rss_kib()))
-        log(f"  then 3 rounds of {n2} connections: held {', '.join(str(r[0]) for r in rounds)}; RSS after each "
+            rounds.append((out2["held"], out2["rss_held"], tf.rss_kib(), out2["metric_parked"]))
+        log(f"  then 3 rounds of {n2} connections: held {', '.join(str(r[0]) for r in rounds)}, parked "
+            f"{', '.join(f'{r[3]:.0f}' for r in rounds)}; RSS after each "
             f"{rss_after / 1024:.1f} -> " + " -> ".join(f"{r[2] / 1024:.1f}" for r in rounds) + " MiB")
         last_growth = (rounds[-1][2] - rounds[-2][2]) / n2
         rss_rounds = rounds[-1][2]
@@ -173,18 +179,22 @@ def run() -> Result:
         res.check(f"all {n} connections held", held == n and out["eof"] == 0,
                   f"{held} held, {out['eof']} closed by server; " + "; ".join(out["failures"][:3]))
         res.check("open_connections metric counts them", out["metric_open"] >= n, f"{out['metric_open']:.0f}")
+        res.check("they are parked while held (tlsfront_parked_connections >= n)", out["metric_parked"] >= n,
+                  f"{out['metric_parked']:.0f} parked of {n}")
         res.check("held connections still answer", out["sample"][0] == out["sample"][1],
                   f"{out['sample'][0]}/{out['sample'][1]}")
         res.check("a new client is served while they are held", nc_status == 200 and nc_complete,
                   f"{nc_status} in {nc_ms:.1f} ms")
-        res.check("memory bounded: < 64 KiB per idle connection", per_conn < 64, f"{per_conn:.1f} KiB/conn")
+        res.check("memory bounded: < 64 KiB per idle (parked) connection", per_conn < 64, f"{per_conn:.1f} KiB/conn")
+        res.check(f"parked in each of the 3 rounds (>= {n2})", all(r[3] >= n2 for r in rounds),
+                  ", ".join(f"{r[3]:.0f}" for r in rounds))
         res.check("open_connections back to 0 after closing", bool(closed_ok))
         res.check("fds back to baseline +- 10 after closing", abs(fds_after - fds0) <= 10, f"{fds0} -> {fds_after}")
         res.check(f"RSS levels off over 3 more rounds of {n2}: the last round keeps < 25% of its footprint "
                   f"(a leak keeps ~100%)", all(r[0] == n2 for r in rounds) and kept < 0.25,
                   f"last round {(rounds[-1][2] - rounds[-2][2]) / 1024:+.1f} MiB = {kept:.0%} of "
                   f"{footprint / 1024:.1f} MiB ({last_growth:+.2f} KiB/conn)")
-        res.summary = (f"held={held}/{n} rss_before={rss0 / 1024:.1f}MiB rss_held={out['rss_held'] / 1024:.1f}MiB "
+        res.summary = (f"held={held}/{n} parked={out['metric_parked']:.0f} rss_before={rss0 / 1024:.1f}MiB rss_held={out['rss_held'] / 1024:.1f}MiB "
                        f"({per_conn:.1f} KiB/conn) rss_after={rss_after / 1024:.1f}MiB "
                        f"after 3 more rounds={rss_rounds / 1024:.1f}MiB (last {last_growth:+.1f} KiB/conn) new_client={nc_status} "
                        f"{nc_ms:.0f}ms")
