@@ -14,14 +14,33 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::metrics::Metrics;
 use crate::routes::RouteTable;
-use crate::server::Server;
 
 /// An app that answered this recently is ready without a new probe.
 const RECENT: Duration = Duration::from_secs(10);
 
+/// What the admin endpoint reads of the running server, and nothing more.
+pub trait ServerStatus: Send + Sync + 'static {
+    /// SIGTERM/SIGINT was received: `/healthz` and `/readyz` answer 503.
+    fn shutting_down(&self) -> bool;
+    /// The newest generation's routes and its `[acme]` names that have no
+    /// certificate yet.
+    fn readiness_view(&self) -> ReadinessView;
+    /// The metrics `/metrics` exposes.
+    fn metrics(&self) -> &Metrics;
+}
+
+/// What readiness is judged on.
+pub struct ReadinessView {
+    /// Every route and its servers.
+    pub routes: Arc<RouteTable>,
+    /// Names whose handshakes fail until ACME brings their certificate.
+    pub certificates_missing: Vec<String>,
+}
+
 /// Serves the admin endpoint until the process ends.
-pub async fn serve(listener: TcpListener, server: Arc<Server>) {
+pub async fn serve(listener: TcpListener, server: Arc<dyn ServerStatus>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -31,7 +50,7 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(respond(req, &server).await) }
+                async move { Ok::<_, Infallible>(respond(req, &*server).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -42,28 +61,29 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) {
     }
 }
 
-async fn respond(req: Request<Incoming>, server: &Server) -> Response<Full<Bytes>> {
+async fn respond(req: Request<Incoming>, server: &dyn ServerStatus) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
     match req.uri().path() {
-        "/healthz" if server.is_shutting_down() => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        "/healthz" if server.shutting_down() => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            if server.is_shutting_down() {
+            if server.shutting_down() {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
             }
-            let generation = server.current();
-            let (mut ready, mut body) = readiness(generation.proxy.routes()).await;
-            if !generation.acme_missing.is_empty() {
+            let view = server.readiness_view();
+            let (mut ready, mut body) = readiness(&view.routes).await;
+            let missing = &view.certificates_missing;
+            if !missing.is_empty() {
                 // Clients asking for these names get a failed handshake.
                 ready = false;
                 body = format!(
                     "{}\n",
                     serde_json::json!({
                         "ready": false,
-                        "certificates_missing": generation.acme_missing,
-                        "why": format!("no certificate yet for {} (ACME order in progress or failing; see the log)", generation.acme_missing.join(", ")),
+                        "certificates_missing": missing,
+                        "why": format!("no certificate yet for {} (ACME order in progress or failing; see the log)", missing.join(", ")),
                         "routes": serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v.get("routes").cloned()),
                     })
                 );
@@ -81,7 +101,7 @@ async fn respond(req: Request<Incoming>, server: &Server) -> Response<Full<Bytes
             resp
         }
         "/metrics" => {
-            let mut resp = text(StatusCode::OK, &server.telemetry.metrics.encode());
+            let mut resp = text(StatusCode::OK, &server.metrics().encode());
             resp.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

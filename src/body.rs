@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::proxy::{Connection, RequestGuard};
+use crate::connection::{Connection, RequestGuard};
 use crate::telemetry::{InFlight, Telemetry};
 use crate::upstream::{BoxError, ProxyBody};
 

@@ -32,7 +32,7 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use crate::acme::{Challenges, Storage};
-use crate::config::{CertificateEntry, Config, ConfigError};
+use crate::config::{normalise_name, parse_name, CertificateEntry, Config, ConfigError};
 use crate::tls::{self, TlsError};
 
 /// A certificate set that cannot be used.
@@ -369,7 +369,7 @@ fn leaf_names_and_expiry(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64),
         .map_err(|e| format!("has an unreadable subjectAltName ({e})"))?;
     for general in san.iter().flat_map(|ext| ext.value.general_names.iter()) {
         if let x509_parser::extensions::GeneralName::DNSName(dns) = general {
-            let name = normalise(dns);
+            let name = normalise_name(dns);
             if !name.is_empty() && !names.contains(&name) {
                 names.push(name);
             }
@@ -499,48 +499,6 @@ fn reject_acme_overlap(served: &[ServedCertificate], config: &Config, source: &s
     Ok(())
 }
 
-/// Lower case, without a trailing dot: how names are compared.
-fn normalise(name: &str) -> String {
-    let name = name.trim();
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
-}
-
-/// Parses a name a certificate is chosen for: a DNS name, or `*.` and a DNS
-/// name for one label. Returns it normalised (lower case, no trailing dot).
-pub fn parse_name(raw: &str) -> Result<String, String> {
-    let name = normalise(raw);
-    if name
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-        .is_ok()
-    {
-        return Err(format!(
-            "{raw:?} is an IP address; SNI carries host names only (clients that connect by IP get the first, default certificate)"
-        ));
-    }
-    let base = name.strip_prefix("*.").unwrap_or(&name);
-    let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    if base.contains('*') {
-        return Err(format!(
-            "{raw:?}: a wildcard must be the whole first label, like \"*.example.com\""
-        ));
-    }
-    if name.len() > 253 || !base.split('.').all(valid_label) {
-        return Err(format!(
-            "{raw:?} is not a host name; expected like \"example.com\" or \"*.example.com\""
-        ));
-    }
-    Ok(name)
-}
-
 /// Whether a certificate chosen for `names` is right for `name` (both
 /// normalised): the same name, or a `*.parent` wildcard for one label of it.
 pub fn covers(names: &[String], name: &str) -> bool {
@@ -589,7 +547,7 @@ impl SniResolver {
     /// else 0 (the default).
     pub fn choose(&self, sni: Option<&str>) -> usize {
         let Some(sni) = sni else { return 0 };
-        let name = normalise(sni);
+        let name = normalise_name(sni);
         if let Some(&i) = self.by_name.get(&name) {
             return i;
         }
@@ -601,7 +559,7 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let sni = client_hello.server_name().map(normalise);
+        let sni = client_hello.server_name().map(normalise_name);
         if let (Some(challenges), Some(alpn)) = (&self.challenges, client_hello.alpn()) {
             if crate::acme::is_validation_hello(alpn) {
                 return challenges.tls_alpn_certificate(sni.as_deref()?);

@@ -34,7 +34,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::proxy::{monotonic_millis, RequestTracker};
+use crate::clock::monotonic_millis;
+use crate::connection::RequestTracker;
 
 /// How long a kept-alive HTTP/1.1 connection stays idle before it is parked.
 /// Busy connections never reach it, so their buffers are reused.

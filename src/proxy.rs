@@ -2,8 +2,7 @@
 //! read the head → check limits → request policy → send upstream →
 //! response policy → stream back (or tunnel an upgrade) → record.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::access_log::AccessRecord;
 use crate::body::{BodyOutcome, LimitedBody, ObservedBody};
 use crate::config::{self, Config};
+use crate::connection::Connection;
 use crate::hints::Hints;
 use crate::policy::cookies;
 use crate::policy::forwarded::{self, RequestOrigin};
@@ -29,108 +29,10 @@ use crate::upstream::{AcceptsTrailers, FailureKind, ProxyBody, UpstreamError};
 
 static X_FORWARDED_PREFIX: http::header::HeaderName = http::header::HeaderName::from_static("x-forwarded-prefix");
 
-/// What is known about the client connection a request arrived on.
-#[derive(Debug)]
-pub struct Connection {
-    /// TCP peer.
-    pub peer: SocketAddr,
-    /// The listener address the client connected to.
-    pub local: SocketAddr,
-    /// Negotiated TLS version, for the access log.
-    pub tls_version: &'static str,
-    /// The peer's IP as a header value, made once per connection.
-    pub peer_value: HeaderValue,
-    /// Requests on this connection, for the idle and first-request deadlines.
-    pub requests: RequestTracker,
-}
-
-/// Milliseconds on a process-local monotonic clock.
-pub fn monotonic_millis() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// Counts the requests of one connection. A connection is idle when no
-/// request is in flight, whatever bytes trickle in (a slow client sending a
-/// header a byte at a time is not "active").
-#[derive(Debug, Default)]
-pub struct RequestTracker {
-    started: std::sync::atomic::AtomicU64,
-    in_flight: std::sync::atomic::AtomicUsize,
-    last_done: std::sync::atomic::AtomicU64,
-    body_unread: std::sync::atomic::AtomicBool,
-}
-
-impl RequestTracker {
-    /// Requests started so far.
-    pub fn started(&self) -> u64 {
-        self.started.load(Ordering::Relaxed)
-    }
-
-    /// Requests whose response has not ended yet.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// When the last response ended ([`monotonic_millis`]).
-    pub fn last_done(&self) -> u64 {
-        self.last_done.load(Ordering::Relaxed)
-    }
-
-    /// Whether the latest request came with a body that was not read to its
-    /// end (answered before it was: a 413, a refusal, an app that answered
-    /// early). HTTP/1.1 then cannot reuse the connection, and closing it
-    /// with the body's bytes unread would reset it under the answer.
-    pub fn body_left_unread(&self) -> bool {
-        self.body_unread.load(Ordering::Relaxed)
-    }
-
-    fn set_body_unread(&self, unread: bool) {
-        self.body_unread.store(unread, Ordering::Relaxed);
-    }
-
-    /// The latest request's body was read to its end.
-    pub fn body_read(&self) {
-        self.set_body_unread(false);
-    }
-}
-
-/// One request in flight; dropped when its response ends or is abandoned.
-pub struct RequestGuard(Arc<Connection>);
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        let t = &self.0.requests;
-        t.last_done.store(monotonic_millis(), Ordering::Relaxed);
-        t.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Connection {
-    /// Describes a newly accepted connection.
-    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
-        let ip = peer.ip().to_canonical().to_string();
-        Connection {
-            peer,
-            local,
-            tls_version: "",
-            peer_value: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
-            requests: RequestTracker::default(),
-        }
-    }
-
-    /// Marks a request as started; the guard marks it done.
-    pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
-        self.requests.started.fetch_add(1, Ordering::Relaxed);
-        self.requests.in_flight.fetch_add(1, Ordering::Relaxed);
-        RequestGuard(self.clone())
-    }
-}
-
 /// Everything a request needs, built once per configuration generation.
 pub struct Proxy {
     /// Where requests go, and each route's policy.
-    routes: RouteTable,
+    routes: Arc<RouteTable>,
     /// Top-level `[headers]`, for tlsfront's own answers (no route involved).
     headers: HeaderRules,
     /// Where clients connect (for the public https port).
@@ -157,7 +59,7 @@ impl Proxy {
     /// Builds the request pipeline from a validated config.
     pub fn new(config: &Config, telemetry: Arc<Telemetry>, hints: Arc<Hints>, tunnels: TaskTracker) -> Self {
         Proxy {
-            routes: RouteTable::new(config, &telemetry.metrics),
+            routes: Arc::new(RouteTable::new(config, &telemetry.metrics)),
             headers: HeaderRules::from(&config.headers),
             listen: config.listen.clone(),
             max_header_bytes: config.limits.max_request_header_bytes,
@@ -169,7 +71,7 @@ impl Proxy {
     }
 
     /// The route table (for readiness checks).
-    pub fn routes(&self) -> &RouteTable {
+    pub fn routes(&self) -> &Arc<RouteTable> {
         &self.routes
     }
 

@@ -7,7 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::server::{Loader, Server};
+/// What live reload does to the running server, and nothing more.
+pub trait Reload: Send + Sync + 'static {
+    /// The files the newest generation was read from (certificates, keys).
+    fn watched(&self) -> Vec<PathBuf>;
+    /// Loads configuration and certificates again and swaps them in; on
+    /// failure the old ones keep serving (and the failure is logged).
+    fn reload(&self, why: &str);
+}
 
 /// How often certificate files are checked. Polling (not inotify) also sees
 /// the symlink swaps that Kubernetes secrets and certbot's `live/` use.
@@ -21,7 +28,7 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// configuration read them. The SIGHUP handler is registered when this is
 /// called, not when the future is first polled, so a SIGHUP right after
 /// start reloads instead of ending the process.
-pub fn watch(server: Arc<Server>, loader: Loader, seen: Fingerprint) -> impl std::future::Future<Output = ()> {
+pub fn watch(server: Arc<dyn Reload>, seen: Fingerprint) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -32,7 +39,6 @@ pub fn watch(server: Arc<Server>, loader: Loader, seen: Fingerprint) -> impl std
     };
     watch_with(
         server,
-        loader,
         seen,
         #[cfg(unix)]
         hangup,
@@ -40,8 +46,7 @@ pub fn watch(server: Arc<Server>, loader: Loader, seen: Fingerprint) -> impl std
 }
 
 async fn watch_with(
-    server: Arc<Server>,
-    loader: Loader,
+    server: Arc<dyn Reload>,
     mut seen: Fingerprint,
     #[cfg(unix)] mut hangup: Option<tokio::signal::unix::Signal>,
 ) {
@@ -58,14 +63,14 @@ async fn watch_with(
         let signalled = std::future::pending::<Option<()>>();
         tokio::select! {
             _ = signalled => {
-                seen = reload(&server, &loader, "SIGHUP");
+                seen = reload(&*server, "SIGHUP");
             }
             _ = tick.tick() => {
-                let now = fingerprint(&server.current().watch);
+                let now = fingerprint(&server.watched());
                 if now != seen {
                     tokio::time::sleep(SETTLE).await;
                     // Success or not, wait for the next change before trying again.
-                    seen = reload(&server, &loader, "certificate or key file changed");
+                    seen = reload(&*server, "certificate or key file changed");
                 }
             }
         }
@@ -75,15 +80,15 @@ async fn watch_with(
 /// Reloads, and returns the watched files' fingerprint taken before they
 /// were read, so that a change made while they were read is still seen as a
 /// change (unless the reload changed which files are watched).
-fn reload(server: &Server, loader: &Loader, why: &str) -> Fingerprint {
-    let paths = server.current().watch.clone();
+fn reload(server: &dyn Reload, why: &str) -> Fingerprint {
+    let paths = server.watched();
     let before = fingerprint(&paths);
-    server.reload(loader, why);
-    let now = server.current();
-    if now.watch == paths {
+    server.reload(why);
+    let now = server.watched();
+    if now == paths {
         before
     } else {
-        fingerprint(&now.watch)
+        fingerprint(&now)
     }
 }
 

@@ -18,6 +18,10 @@ use rustls::ServerConfig;
 
 use crate::config::TlsVersion;
 
+/// The ALPN protocol of tls-alpn-01 validation connections (RFC 8737);
+/// here, where the server configuration offers it.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// A certificate or key that cannot be used, naming the file.
 #[derive(Debug)]
 pub struct TlsError {
@@ -75,7 +79,7 @@ pub fn server_config_with_resolver(
     // Last, so a client offering h2 or http/1.1 never gets it; the resolver
     // answers a ClientHello offering only this with the validation certificate.
     if acme_tls_alpn {
-        config.alpn_protocols.push(crate::acme::ACME_TLS_ALPN.to_vec());
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
     }
     // Resumption by ticket as well as by the default in-memory session cache.
     config.ticketer =

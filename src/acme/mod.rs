@@ -18,22 +18,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls::sign::CertifiedKey;
 
-use crate::config::{Acme as AcmeConfig, ChallengeKind};
-use crate::server::Server;
+use crate::config::{decode_hmac_key, Acme as AcmeConfig, ChallengeKind};
+use crate::metrics::Metrics;
 
 pub use explain::{problem_line, transport_line, Step};
 pub use http_client::CaClient;
 pub use storage::{OrderLock, Storage};
 
-/// The ALPN protocol of tls-alpn-01 validation connections (RFC 8737).
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+pub use crate::tls::ACME_TLS_ALPN;
 
 /// Where http-01 tokens are asked for.
 pub const HTTP_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -46,15 +44,6 @@ const BACKOFF_CAP: Duration = Duration::from_secs(3600);
 const TICK: Duration = Duration::from_secs(1);
 /// An order that has not finished in this time is abandoned and retried.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// Decodes an `eab_hmac_key` (base64url, padded or not).
-pub fn decode_hmac_key(key: &str) -> Option<Vec<u8>> {
-    let key = key.trim().trim_end_matches('=');
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(key)
-        .ok()
-        .filter(|k| !k.is_empty())
-}
 
 /// Challenge answers in flight, shared by the order task, the TLS resolver
 /// (tls-alpn-01) and the plain-HTTP listener (http-01). Outlives
@@ -226,19 +215,29 @@ struct Retry {
     next: Option<Instant>,
 }
 
+/// What certificate management reads of the running server, and nothing more.
+pub trait AcmeHost: Send + Sync + 'static {
+    /// The newest generation's `[acme]` table, and whether it has a
+    /// plain-HTTP listener (for http-01).
+    fn acme_settings(&self) -> (AcmeConfig, bool);
+    /// SIGTERM/SIGINT was received: no new orders.
+    fn shutting_down(&self) -> bool;
+    /// Where orders are counted.
+    fn metrics(&self) -> &Metrics;
+}
+
 /// Orders and renews the certificates of `[acme] names` until the process
-/// ends, following the configuration of the newest generation.
-pub async fn manage(server: Arc<Server>, challenges: Arc<Challenges>) {
+/// ends, following the configuration of the newest generation. A new
+/// certificate reaches the handshakes through the storage directory and
+/// the reload file watch, so nothing is handed back here.
+pub async fn manage(server: Arc<dyn AcmeHost>, challenges: Arc<Challenges>) {
     let mut account: Option<AccountInUse> = None;
     let mut retries: HashMap<String, Retry> = HashMap::new();
     loop {
-        let generation = server.current();
-        let config = generation.config.acme.clone();
-        let has_http = generation.config.listen.http.is_some();
-        drop(generation);
+        let (config, has_http) = server.acme_settings();
         // A name removed by a reload is forgotten: no more renewals.
         retries.retain(|name, _| config.names.contains(name));
-        if server.is_shutting_down() {
+        if server.shutting_down() {
             return;
         }
         let storage = Storage::new(config.storage_dir());
@@ -303,7 +302,7 @@ pub async fn manage(server: Arc<Server>, challenges: Arc<Challenges>) {
             drop(lock);
             match result {
                 Ok(validity) => {
-                    server.telemetry.metrics.count_acme_order("success");
+                    server.metrics().count_acme_order("success");
                     retry.failures = 0;
                     retry.next = None;
                     let _ = std::fs::remove_file(storage.last_error(name));
@@ -314,7 +313,7 @@ pub async fn manage(server: Arc<Server>, challenges: Arc<Challenges>) {
                     );
                 }
                 Err(failure) => {
-                    server.telemetry.metrics.count_acme_order("failure");
+                    server.metrics().count_acme_order("failure");
                     retry.failures = retry.failures.saturating_add(1);
                     let mut wait = backoff(retry.failures);
                     if let Some(t) = failure.not_before {

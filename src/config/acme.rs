@@ -5,8 +5,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
+
+use super::values::{optional_path, parse_duration, parse_name};
 
 /// The Let's Encrypt production directory (`directory = "letsencrypt"`).
 pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -54,14 +57,14 @@ pub struct Acme {
     /// The directory as written: a URL, `letsencrypt` or `letsencrypt-staging`.
     pub directory: String,
     /// Extra roots for the directory's own HTTPS; empty = the system roots.
-    #[serde(deserialize_with = "super::optional_path")]
+    #[serde(deserialize_with = "optional_path")]
     pub directory_ca: Option<PathBuf>,
     /// Challenge types in preference order. When not written, both, with
     /// http-01 dropped at parse time if `listen.http` is empty (so only a
     /// written http-01 without `listen.http` is an error).
     pub challenges: Vec<ChallengeKind>,
     /// Account key, certificates and keys; empty = `acme/` beside the config.
-    #[serde(deserialize_with = "super::optional_path")]
+    #[serde(deserialize_with = "optional_path")]
     pub storage: Option<PathBuf>,
     /// External account binding: key id.
     #[serde(deserialize_with = "optional_string")]
@@ -175,7 +178,7 @@ impl Acme {
         match (&self.eab_kid, &self.eab_hmac_key) {
             (Some(_), None) => return err("eab_hmac_key", "eab_kid is set but eab_hmac_key is empty; the CA gives both".into()),
             (None, Some(_)) => return err("eab_kid", "eab_hmac_key is set but eab_kid is empty; the CA gives both".into()),
-            (Some(_), Some(key)) if crate::acme::decode_hmac_key(key).is_none() => {
+            (Some(_), Some(key)) if decode_hmac_key(key).is_none() => {
                 return err(
                     "eab_hmac_key",
                     "is not base64url (as the CA shows it, e.g. \"zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W\")".into(),
@@ -235,11 +238,20 @@ impl Acme {
     }
 }
 
+/// Decodes an `eab_hmac_key` (base64url, padded or not).
+pub fn decode_hmac_key(key: &str) -> Option<Vec<u8>> {
+    let key = key.trim().trim_end_matches('=');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(key)
+        .ok()
+        .filter(|k| !k.is_empty())
+}
+
 fn acme_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let raw = Vec::<String>::deserialize(d)?;
     let mut names: Vec<String> = Vec::with_capacity(raw.len());
     for n in &raw {
-        let name = crate::certificates::parse_name(n).map_err(de::Error::custom)?;
+        let name = parse_name(n).map_err(de::Error::custom)?;
         if name.starts_with("*.") {
             return Err(de::Error::custom(format!(
                 "{n:?}: a wildcard certificate needs the dns-01 challenge, which tlsfront does not answer; list each name"
@@ -263,5 +275,5 @@ fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>
     if s.trim().is_empty() {
         return Ok(None);
     }
-    super::parse_duration(&s).map(Some).map_err(de::Error::custom)
+    parse_duration(&s).map(Some).map_err(de::Error::custom)
 }

@@ -5,22 +5,19 @@
 //! them per configuration generation.
 
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::{
-    cidr_list, duration, header_names, header_table, optional_header_value, toml_string, Cookies, Forwarded, Headers,
-    Redirects, SameSite, UpstreamUrl,
+use super::policy::{Cookies, Forwarded, Headers, Redirects, SameSite};
+use super::servers::{
+    optional_ca_file, optional_server_name, optional_server_url, server_urls, Balance, CaFile, ServerUrl, Sticky,
 };
+use super::values::{cidr_list, duration, header_names, header_table, optional_header_value, toml_string};
 
 /// One `[[route]]`: which requests (host, path prefix) go to which servers,
 /// with which policy.
@@ -141,28 +138,6 @@ impl Route {
     }
 }
 
-/// Load-balancing algorithm.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Balance {
-    /// Each healthy server in turn.
-    #[default]
-    RoundRobin,
-    /// Power of two choices: of two random healthy servers, the one with fewer requests in flight.
-    LeastRequests,
-}
-
-/// Session affinity.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Sticky {
-    /// None.
-    #[default]
-    None,
-    /// A cookie names the server (hardened: Secure, HttpOnly, SameSite=Lax).
-    Cookie,
-}
-
 /// A route's host pattern, lower case, without port or trailing dot.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HostPattern {
@@ -249,7 +224,7 @@ impl PathPrefix {
                 "{s:?}: a path prefix has no query, fragment, spaces or raw non-ASCII (percent-encode them)"
             ));
         }
-        let normal = crate::policy::prefix::normalise_path(p);
+        let normal = crate::request_path::normalise_path(p);
         if normal != p.trim_end_matches('/') && normal != p {
             return Err(format!(
                 "{s:?} has dot segments, empty segments or encoded characters; write it as {normal:?}"
@@ -266,113 +241,13 @@ impl PathPrefix {
 
     /// Whether the (normalised) `path` is inside this prefix, on whole segments.
     pub fn matches(&self, path: &str) -> bool {
-        crate::policy::prefix::within(path, &self.0)
+        crate::request_path::within(path, &self.0)
     }
 }
 
 impl fmt::Display for PathPrefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// Where a server listens, and how tlsfront speaks to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerUrl {
-    /// `http://host:port`: HTTP/1.1.
-    Http(UpstreamUrl),
-    /// `h2c://host:port`: HTTP/2 with prior knowledge, cleartext.
-    H2c(UpstreamUrl),
-    /// `https://host:port`: TLS, then HTTP/2 or HTTP/1.1 as ALPN decides.
-    Https(UpstreamUrl),
-    /// `unix:/path/to.sock`: HTTP/1.1.
-    Unix(PathBuf),
-}
-
-impl ServerUrl {
-    /// Parses `http://host:port`, `h2c://host:port`, `https://host:port` or
-    /// `unix:/path/to.sock`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if let Some(path) = s.strip_prefix("unix:") {
-            let path = path.strip_prefix("//").unwrap_or(path);
-            if !path.starts_with('/') {
-                return Err(format!(
-                    "{s:?}: a Unix socket path must be absolute, like \"unix:/run/app/gunicorn.sock\""
-                ));
-            }
-            return Ok(ServerUrl::Unix(PathBuf::from(path)));
-        }
-        let url = UpstreamUrl::parse_server(s).map_err(|e| format!("{e} (or \"unix:/path/to.sock\")"))?;
-        match url.scheme.as_str() {
-            "https" => {
-                // The URL host is the default SNI name: it must be one.
-                tls_name(url.authority.host())
-                    .map_err(|e| format!("{s:?}: the host is not a TLS server name ({e})"))?;
-                Ok(ServerUrl::Https(url))
-            }
-            "h2c" => Ok(ServerUrl::H2c(url)),
-            _ => Ok(ServerUrl::Http(url)),
-        }
-    }
-
-    /// The host:port for TCP servers; none for a Unix socket.
-    pub fn authority(&self) -> Option<&http::uri::Authority> {
-        match self {
-            ServerUrl::Http(u) | ServerUrl::H2c(u) | ServerUrl::Https(u) => Some(&u.authority),
-            ServerUrl::Unix(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for ServerUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServerUrl::Http(u) | ServerUrl::H2c(u) | ServerUrl::Https(u) => write!(f, "{u}"),
-            ServerUrl::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
-/// A host as a TLS server name: a DNS name, or an IP address (with or
-/// without the brackets of a URL).
-pub fn tls_name(host: &str) -> Result<ServerName<'static>, String> {
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    ServerName::try_from(bare.to_string()).map_err(|e| format!("{host:?}: {e}"))
-}
-
-/// `ca = "file.pem"`: the certificates an `https://` server's chain must end
-/// in, read and parsed once at load.
-#[derive(Debug, Clone)]
-pub struct CaFile {
-    /// The file, as written.
-    pub path: PathBuf,
-    /// Its certificates as trust anchors.
-    pub roots: Arc<RootCertStore>,
-}
-
-impl CaFile {
-    /// Reads a PEM file of one or more CA certificates.
-    pub fn load(path: &str) -> Result<Self, String> {
-        let path = PathBuf::from(path.trim());
-        let text = std::fs::read(&path).map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&text) {
-            let cert = cert.map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: a certificate is not usable as a CA ({e})", path.display()))?;
-        }
-        if roots.is_empty() {
-            return Err(format!(
-                "{}: no certificate in it; expected PEM \"-----BEGIN CERTIFICATE-----\" blocks",
-                path.display()
-            ));
-        }
-        Ok(CaFile {
-            path,
-            roots: Arc::new(roots),
-        })
     }
 }
 
@@ -523,40 +398,6 @@ fn optional_host_pattern<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HostP
 fn optional_path_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathPrefix>, D::Error> {
     let s = String::deserialize(d)?;
     PathPrefix::parse(&s).map(Some).map_err(de::Error::custom)
-}
-
-fn optional_server_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ServerUrl>, D::Error> {
-    let s = String::deserialize(d)?;
-    ServerUrl::parse(&s).map(Some).map_err(de::Error::custom)
-}
-
-fn server_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ServerUrl>, D::Error> {
-    let items = Vec::<String>::deserialize(d)?;
-    items
-        .iter()
-        .map(|s| ServerUrl::parse(s).map_err(de::Error::custom))
-        .collect()
-}
-
-fn optional_ca_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CaFile>, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.trim().is_empty() {
-        return Ok(None);
-    }
-    CaFile::load(&s).map(Some).map_err(de::Error::custom)
-}
-
-fn optional_server_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ServerName<'static>>, D::Error> {
-    let s = String::deserialize(d)?;
-    let s = s.trim();
-    if s.is_empty() {
-        return Ok(None);
-    }
-    tls_name(s).map(Some).map_err(|e| {
-        de::Error::custom(format!(
-            "{e}; expected a DNS name like \"app.internal\" or an IP address"
-        ))
-    })
 }
 
 fn optional_health_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

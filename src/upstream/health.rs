@@ -15,7 +15,7 @@ const MAX_BACKOFF_SHIFT: u32 = 5;
 pub struct Health {
     /// Failures in a row on real requests.
     fails: AtomicU32,
-    /// Ejected until this time ([`crate::proxy::monotonic_millis`]); 0 = never.
+    /// Ejected until this time ([`crate::clock::monotonic_millis`]); 0 = never.
     ejected_until: AtomicU64,
     /// Ejections without a success in between (for the back-off).
     ejections: AtomicU32,

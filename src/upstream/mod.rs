@@ -25,9 +25,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use self::health::{Health, Passive};
 use self::pool::{Pool, PooledBody, PooledConn, Sender, Target};
 use self::tls::UpstreamTls;
+use crate::clock::monotonic_millis;
 use crate::config::{Balance, ServerUrl};
 use crate::metrics::Metrics;
-use crate::proxy::monotonic_millis;
 
 /// Any error a body can produce.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,104 @@
+//! What is known about one client connection and the requests on it: the
+//! peer, the TLS version, and the request counts that the idle deadlines,
+//! parking and the body wrappers read. Below the request pipeline, so that
+//! the pipeline, its body wrappers and the serving loop all share it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::header::HeaderValue;
+
+use crate::clock::monotonic_millis;
+
+/// What is known about the client connection a request arrived on.
+#[derive(Debug)]
+pub struct Connection {
+    /// TCP peer.
+    pub peer: SocketAddr,
+    /// The listener address the client connected to.
+    pub local: SocketAddr,
+    /// Negotiated TLS version, for the access log.
+    pub tls_version: &'static str,
+    /// The peer's IP as a header value, made once per connection.
+    pub peer_value: HeaderValue,
+    /// Requests on this connection, for the idle and first-request deadlines.
+    pub requests: RequestTracker,
+}
+
+/// Counts the requests of one connection. A connection is idle when no
+/// request is in flight, whatever bytes trickle in (a slow client sending a
+/// header a byte at a time is not "active").
+#[derive(Debug, Default)]
+pub struct RequestTracker {
+    started: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+    last_done: std::sync::atomic::AtomicU64,
+    body_unread: std::sync::atomic::AtomicBool,
+}
+
+impl RequestTracker {
+    /// Requests started so far.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose response has not ended yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// When the last response ended ([`monotonic_millis`]).
+    pub fn last_done(&self) -> u64 {
+        self.last_done.load(Ordering::Relaxed)
+    }
+
+    /// Whether the latest request came with a body that was not read to its
+    /// end (answered before it was: a 413, a refusal, an app that answered
+    /// early). HTTP/1.1 then cannot reuse the connection, and closing it
+    /// with the body's bytes unread would reset it under the answer.
+    pub fn body_left_unread(&self) -> bool {
+        self.body_unread.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_body_unread(&self, unread: bool) {
+        self.body_unread.store(unread, Ordering::Relaxed);
+    }
+
+    /// The latest request's body was read to its end.
+    pub fn body_read(&self) {
+        self.set_body_unread(false);
+    }
+}
+
+/// One request in flight; dropped when its response ends or is abandoned.
+pub struct RequestGuard(Arc<Connection>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let t = &self.0.requests;
+        t.last_done.store(monotonic_millis(), Ordering::Relaxed);
+        t.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connection {
+    /// Describes a newly accepted connection.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        let ip = peer.ip().to_canonical().to_string();
+        Connection {
+            peer,
+            local,
+            tls_version: "",
+            peer_value: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
+            requests: RequestTracker::default(),
+        }
+    }
+
+    /// Marks a request as started; the guard marks it done.
+    pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
+        self.requests.started.fetch_add(1, Ordering::Relaxed);
+        self.requests.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestGuard(self.clone())
+    }
+}

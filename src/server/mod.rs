@@ -1,0 +1,203 @@
+//! Serving: the listeners, the connections on them, generations and
+//! reload, and shutdown. [`run`] composes them; each concern has its file:
+//! `accept` (the TLS accept loop), `handshake` (PROXY header, TLS),
+//! `serve` (one connection's HTTP/1.1 or HTTP/2), `plain_http` (redirects
+//! and http-01), `generation` (what a reload swaps), `state` (what outlives
+//! generations, and the views admin, reload and ACME get of it).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use crate::hints::Hints;
+use crate::park::{self};
+use crate::telemetry::Telemetry;
+use crate::{admin, reload};
+
+mod accept;
+mod generation;
+mod handshake;
+mod plain_http;
+mod serve;
+mod state;
+
+pub use generation::{Generation, Loaded, Loader};
+pub use state::Server;
+
+#[derive(Debug)]
+pub struct ServerError(pub String);
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// Binds the listeners, serves until SIGTERM/SIGINT, reloads on SIGHUP and
+/// certificate changes, then drains in-flight work for up to
+/// `limits.shutdown_timeout`.
+pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::Challenges>) -> Result<(), ServerError> {
+    let config = initial.config.clone();
+    let dev_ca = initial.dev_ca.clone();
+    let seen = initial.seen.clone();
+    let https = bind(config.listen.https, "listen.https").await?;
+    let https_addr = https.local_addr().map_err(|e| ServerError(e.to_string()))?;
+    let http = match config.listen.http {
+        Some(addr) => Some(bind(addr, "listen.http").await?),
+        None => None,
+    };
+    let admin_listener = match config.admin.listen {
+        Some(addr) => Some(bind(addr, "admin.listen").await?),
+        None => None,
+    };
+    raise_fd_limit(config.limits.max_connections);
+
+    let telemetry = Arc::new(Telemetry::new(config.log.access));
+    let hints = Arc::new(Hints::new(telemetry.clone()));
+    let tracker = TaskTracker::new();
+    let first = generation::build_generation(initial, &telemetry, &hints, &tracker);
+    let server = Arc::new(Server {
+        current: ArcSwap::from_pointee(first),
+        telemetry,
+        hints,
+        tracker: tracker.clone(),
+        shutting_down: AtomicBool::new(false),
+        challenges: challenges.clone(),
+    });
+
+    // Signal handlers before the "listening" line: a signal sent as soon as
+    // tlsfront says it is up must not meet the default action (exit).
+    let stop = shutdown_signal();
+    let reloader = reload::watch(
+        Arc::new(state::Reloader {
+            server: server.clone(),
+            loader,
+        }),
+        seen,
+    );
+    let destination = if config.routes.is_empty() {
+        format!("forwarding to {}", config.upstream.url)
+    } else {
+        format!(
+            "{} route(s){}",
+            config.routes.len(),
+            if config.upstream_given {
+                format!(", fallback {}", config.upstream.url)
+            } else {
+                String::new()
+            }
+        )
+    };
+    tracing::info!("listening on https://{https_addr} (HTTP/1.1 and HTTP/2), {destination}");
+    let public_port = config.listen.public_port(https_addr.port());
+    if let Some(ca) = dev_ca {
+        tracing::info!(
+            "try it: curl --cacert {} https://localhost:{public_port}/",
+            ca.display()
+        );
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    if let Some(listener) = http {
+        let addr = listener.local_addr().map_err(|e| ServerError(e.to_string()))?;
+        tracing::info!("listening on http://{addr} (redirects to https)");
+        let redirect = plain_http::RedirectToHttps {
+            public_port,
+            header_read_timeout: config.limits.header_read_timeout,
+        };
+        tracker.spawn(plain_http::accept_plain(
+            listener,
+            redirect,
+            server.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+    if let Some(listener) = admin_listener {
+        let addr = listener.local_addr().map_err(|e| ServerError(e.to_string()))?;
+        tracing::info!("admin endpoint on http://{addr} (/healthz, /readyz, /metrics)");
+        tokio::spawn(admin::serve(listener, server.clone()));
+    }
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    tracker.spawn(accept::accept_tls(
+        https,
+        https_addr,
+        server.clone(),
+        connections,
+        shutdown_rx,
+    ));
+    tokio::spawn(reloader);
+    // Always running: a reload may turn [acme] on.
+    tokio::spawn(crate::acme::manage(server.clone(), challenges));
+    tokio::spawn(park::give_back_freed_memory());
+
+    stop.await;
+    server.shutting_down.store(true, Ordering::Relaxed);
+    let grace = server.current().config.limits.shutdown_timeout;
+    tracing::info!(
+        "shutting down: no new connections; waiting up to {} for in-flight requests",
+        humantime::format_duration(grace)
+    );
+    let _ = shutdown_tx.send(true);
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("shutdown_timeout reached with connections still open; closing them");
+        let _ = shutdown_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_millis(250), tracker.wait()).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError(format!("cannot listen on {addr} ({key}): {e}")))
+}
+
+/// Raises the soft open-files limit toward the hard one, so that
+/// `max_connections` (plus the upstream pool) is reachable.
+fn raise_fd_limit(max_connections: usize) {
+    let needed = u64::try_from(max_connections).unwrap_or(u64::MAX).saturating_add(128);
+    // Room for the upstream pool too.
+    let wanted = needed.saturating_mul(2);
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < needed => tracing::warn!(
+            "open-files limit is {limit}: fewer than limits.max_connections = {max_connections} client connections can be served"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            "cannot raise the open-files limit ({e}): limits.max_connections = {max_connections} may not be reachable"
+        ),
+    }
+}
+
+/// Registers the SIGTERM/SIGINT handlers now; the future ends at the first signal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        async move {
+            let (Ok(mut term), Ok(mut int)) = handlers else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

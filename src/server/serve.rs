@@ -1,0 +1,390 @@
+//! Serving one TLS connection: HTTP/1.1 or HTTP/2 by ALPN, the idle and
+//! first-request deadlines, parking an idle HTTP/1.1 connection, and the
+//! lingering close.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::clock::monotonic_millis;
+use crate::connection::Connection;
+use crate::park::{self, Parking, ParkingStream, Returned, PARK_AFTER};
+use crate::upstream::ProxyBody;
+
+use super::handshake::{answer_plain_http_on_tls_port, handshake, Accepted, OpenConnection};
+use super::state::Server;
+
+pub(super) async fn serve_tls(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    server: Arc<Server>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let generation = server.current();
+    let limits = &generation.config.limits;
+    server.telemetry.metrics.open_connections.inc();
+    let _open = OpenConnection(&server.telemetry);
+    let _ = stream.set_nodelay(true);
+
+    // Behind an L4 balancer the client is whom the PROXY header names.
+    let mut peer = peer;
+    if let Some(gate) = &generation.proxy_protocol {
+        match gate.admit(&mut stream, peer, &server.telemetry).await {
+            Some(client) => peer = client,
+            None => return,
+        }
+    }
+
+    // A TLS connection starts with a handshake record (0x16); anything else is
+    // most likely plain HTTP sent to the https port, which deserves an answer.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limits.handshake_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) => return answer_plain_http_on_tls_port(stream, local).await,
+        _ => return,
+    }
+    let handshake = handshake(
+        &generation.acceptor,
+        stream,
+        &server.telemetry,
+        peer,
+        limits.handshake_timeout,
+    );
+    // Bound field by field: a whole `Accepted` local would keep its slot
+    // while its copied fields are still readable.
+    let Some(Accepted {
+        tls,
+        speaks_h2,
+        acme_validation,
+        tls_version,
+    }) = handshake.await
+    else {
+        return;
+    };
+    if acme_validation {
+        let mut tls = tls;
+        let _ = tls.shutdown().await;
+        return;
+    }
+    let conn = Arc::new(Connection {
+        tls_version,
+        ..Connection::new(peer, local)
+    });
+    let service = {
+        let server = server.clone();
+        let conn = conn.clone();
+        service_fn(move |req: Request<Incoming>| {
+            // Each request takes the newest generation: a reload applies to
+            // the next request even on a kept-alive connection.
+            let generation = server.current();
+            let conn = conn.clone();
+            // Boxed: hyper keeps an HTTP/1.1 connection's request-future slot
+            // for the connection's whole life and copies an HTTP/2 stream's
+            // future into a task of its own; a pointer is cheaper to hold
+            // idle and to move than the request's multi-KiB state.
+            let handling: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> =
+                Box::pin(async move { generation.proxy.handle(req, &conn).await });
+            async move { Ok::<_, Infallible>(handling.await) }
+        })
+    };
+    let deadlines = Deadlines {
+        first_request: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+        send: limits.send_timeout,
+    };
+    // hyper reads and writes through a `ParkingStream`, which hands the TLS
+    // stream back when hyper lets go of it: to park an idle HTTP/1.1
+    // connection without hyper's buffers (see `park`), or to close it the
+    // lingering way (see `linger`).
+    let parking = Arc::new(Parking::new(!speaks_h2));
+    let mut shutdown = shutdown;
+    let mut stream = tls;
+    loop {
+        let io = TokioIo::new(ParkingStream::new(stream, parking.clone()));
+        let ended = if speaks_h2 {
+            // Boxed so that an HTTP/1.1 connection's task is not sized for HTTP/2's state.
+            let mut connection = Box::pin(generation.http2.serve_connection(io, service.clone()));
+            drive(
+                connection.as_mut(),
+                |c| c.graceful_shutdown(),
+                &server,
+                &conn,
+                deadlines,
+                shutdown.clone(),
+                &parking,
+            )
+            .await
+        } else {
+            let connection = server
+                .current()
+                .http1
+                .serve_connection(io, service.clone())
+                .with_upgrades();
+            tokio::pin!(connection);
+            drive(
+                connection.as_mut(),
+                |c| c.graceful_shutdown(),
+                &server,
+                &conn,
+                deadlines,
+                shutdown.clone(),
+                &parking,
+            )
+            .await
+        };
+        // hyper's connection is gone; its stream is back unless an upgrade took it.
+        let Some(Returned { stream: back, parked }) = parking.take() else {
+            break;
+        };
+        // hyper saw the made-up end of stream inside a message (which the
+        // parking conditions exclude): its buffers are gone, so whatever
+        // they held is lost; the connection is closed, never parked.
+        let parked = parked && ended == Ended::Normally;
+        if !parked {
+            // After hyper's own error answers (its 431 for a head past its
+            // buffer), and after an HTTP/1.1 answer given before the
+            // request's body was read (tlsfront's own 413, an app that
+            // refused an upload early): the client may still be sending, and
+            // closing with its bytes unread would reset the connection under
+            // the answer. (Lingered here, not after the loop: a stream
+            // carried out of the loop would keep a slot in every connection's
+            // task.)
+            if ended == Ended::WithError || (!speaks_h2 && conn.requests.body_left_unread()) {
+                // Boxed: rare, and inline it would size every connection's task.
+                Box::pin(linger(back)).await;
+            }
+            break;
+        }
+        park::freed();
+        let metrics = &server.telemetry.metrics;
+        metrics.parked_connections.inc();
+        // One await with the stream borrowed (the close is inside): a stream
+        // borrowed across two would keep a slot in every connection's task.
+        let mut back = back;
+        let woken = wait_parked(&mut back, &conn, &parking, deadlines, &mut shutdown).await;
+        metrics.parked_connections.dec();
+        if !woken {
+            break;
+        }
+        stream = back;
+    }
+}
+
+/// A parked connection waits for its client's next bytes (true), or is
+/// closed (false): idle past its deadline, or tlsfront shutting down. The
+/// deadline is the one hyper's header timer kept while it held the
+/// connection: the smaller of `header_read_timeout` and `idle_timeout`.
+pub(super) async fn wait_parked(
+    stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    conn: &Connection,
+    parking: &Parking,
+    deadlines: Deadlines,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let keep = deadlines.first_request.min(deadlines.idle);
+    let answered = parking.answered(&conn.requests);
+    let waited = Duration::from_millis(monotonic_millis().saturating_sub(answered));
+    let woken = match keep.checked_sub(waited) {
+        Some(left) => tokio::select! {
+            ready = stream.get_ref().0.readable() => ready.is_ok(),
+            _ = shutdown.changed() => false,
+            _ = tokio::time::sleep(left) => false,
+        },
+        None => false,
+    };
+    if !woken {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    }
+    woken
+}
+
+/// How serving a connection ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// Closed by either side, idle, or shut down.
+    Normally,
+    /// hyper gave up on it with an error.
+    WithError,
+}
+
+/// After an error, or an answer given before the request body was read:
+/// send what rustls still holds, stop sending, read and discard what the
+/// client still sends (up to 1 MiB, 2 s), then close. nginx's lingering
+/// close: the client sees the answer and an end of stream instead of a reset.
+pub(super) async fn linger(mut tls: tokio_rustls::server::TlsStream<TcpStream>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), tls.flush()).await;
+    let (mut socket, _) = tls.into_inner();
+    if socket.shutdown().await.is_err() {
+        return;
+    }
+    // On the heap: an array here would be part of every connection's task.
+    let mut sink = vec![0u8; 8192];
+    let drain = async {
+        let mut total = 0usize;
+        while total < (1 << 20) {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
+/// When an open connection is closed for lack of requests.
+#[derive(Clone, Copy)]
+pub(super) struct Deadlines {
+    first_request: Duration,
+    idle: Duration,
+    /// `limits.send_timeout`: a client that takes none of the bytes waiting
+    /// for it for this long is dropped.
+    send: Duration,
+}
+
+/// Serves a connection to its end, closing it when it stays without requests
+/// too long or when tlsfront shuts down (what is in flight finishes first).
+pub(super) async fn drive<C, E>(
+    mut connection: Pin<&mut C>,
+    graceful_shutdown: impl Fn(Pin<&mut C>),
+    server: &Server,
+    conn: &Connection,
+    deadlines: Deadlines,
+    mut shutdown: watch::Receiver<bool>,
+    stream: &Parking,
+) -> Ended
+where
+    C: Future<Output = Result<(), E>> + ?Sized,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // Deadlines by requests, not bytes: a client trickling a request (or an
+    // HTTP/2 preface, which hyper's header timer does not cover) a byte at a
+    // time is neither active nor allowed to hold its slot.
+    let Deadlines {
+        first_request,
+        idle,
+        send,
+    } = deadlines;
+    let may_park = stream.parks();
+    let opened = monotonic_millis();
+    let first_check = first_request.min(idle);
+    let first_check = if may_park {
+        first_check.min(PARK_AFTER)
+    } else {
+        first_check
+    };
+    let mut check_at = tokio::time::Instant::now() + first_check;
+    let closing = loop {
+        tokio::select! {
+            res = connection.as_mut() => {
+                if let Err(e) = res {
+                    let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                    // hyper answered 431 itself: the head outgrew its read buffer.
+                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
+                        server.telemetry.metrics.count_limit("header_bytes");
+                    }
+                    tracing::debug!("connection ended with an error: {e}");
+                    return Ended::WithError;
+                }
+                return Ended::Normally;
+            }
+            _ = shutdown.changed() => break None,
+            _ = tokio::time::sleep_until(check_at) => {
+                let now = monotonic_millis();
+                let requests = &conn.requests;
+                // A client that takes none of what waits for it (a response,
+                // or a GOAWAY) would hold the connection, and the app's
+                // worker behind it, for ever.
+                let blocked = stream.blocked_since();
+                let send_left = if blocked == 0 {
+                    Duration::MAX
+                } else {
+                    send.saturating_sub(Duration::from_millis(now.saturating_sub(blocked)))
+                };
+                if send_left.is_zero() {
+                    break Some("the client took no bytes for limits.send_timeout");
+                }
+                // A response is over when its last bytes are out of hyper's
+                // and rustls' buffers, not when its body was handed over.
+                let busy = requests.in_flight() > 0 || stream.unflushed();
+                let answered = stream.answered(requests);
+                let (since, limit, why) = if requests.started() == 0 {
+                    (opened, first_request, "no request within limits.header_read_timeout")
+                } else if !busy {
+                    if may_park && !requests.body_left_unread() {
+                        // HTTP/1.1 between requests: hyper's header timer
+                        // runs from the last response too, but restarts on a
+                        // connection unparked by a byte; this keeps the
+                        // deadline where it was.
+                        (
+                            answered,
+                            idle.min(first_request),
+                            "idle for limits.idle_timeout or limits.header_read_timeout",
+                        )
+                    } else {
+                        (answered, idle, "idle for limits.idle_timeout")
+                    }
+                } else {
+                    let next = if may_park { PARK_AFTER } else { idle };
+                    check_at = tokio::time::Instant::now() + next.min(send_left);
+                    continue;
+                };
+                let waited = Duration::from_millis(now.saturating_sub(since));
+                if waited >= limit {
+                    break Some(why);
+                }
+                let mut next = (limit - waited).min(send_left);
+                if may_park {
+                    // Checked at least every PARK_AFTER. Parking is for a
+                    // kept-alive connection between requests; asked here,
+                    // done by its next read that would wait (the select
+                    // polls the connection again right away).
+                    next = next.min(PARK_AFTER);
+                    // Not while the client may still be sending the last
+                    // request's body (answered before it was read): a
+                    // blank line inside a body is no message boundary.
+                    if requests.started() > 0 && !requests.body_left_unread() {
+                        if waited < PARK_AFTER {
+                            next = next.min(PARK_AFTER - waited);
+                        } else if stream.between_messages() {
+                            stream.request();
+                        }
+                    }
+                }
+                check_at = tokio::time::Instant::now() + next;
+            }
+        }
+    };
+    // Shutdown or idle: finish what is in flight, accept nothing new. An idle
+    // peer that does not let go within a second is dropped.
+    graceful_shutdown(connection.as_mut());
+    match closing {
+        None => {
+            // A second signal on the channel is shutdown_timeout running out:
+            // the connection is dropped here, in its own task, so a request
+            // still in flight gets no answer at all (never a 502 made up
+            // while the runtime tears the upstream side down).
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        Some(why) => {
+            tracing::debug!(peer = %conn.peer, "closing connection: {why}");
+            // Nothing is in flight: a GOAWAY is a courtesy, not worth waiting for.
+            let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
+        }
+    }
+    Ended::Normally
+}

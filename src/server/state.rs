@@ -1,0 +1,131 @@
+//! The state that outlives generations: the current generation, telemetry,
+//! the connection tracker, the shutdown flag; and the narrow views that
+//! admin, reload and ACME get of it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_util::task::TaskTracker;
+
+use crate::hints::Hints;
+use crate::metrics::Metrics;
+use crate::telemetry::Telemetry;
+use crate::{acme, admin, config, reload};
+
+use super::generation::{build_generation, Generation, Loaded, Loader};
+
+/// State that outlives generations.
+pub struct Server {
+    pub(super) current: ArcSwap<Generation>,
+    /// Metrics and access log.
+    pub telemetry: Arc<Telemetry>,
+    pub(super) hints: Arc<Hints>,
+    pub(super) tracker: TaskTracker,
+    pub(super) shutting_down: AtomicBool,
+    /// Open ACME challenges (http-01 answers on the plain listener).
+    pub(super) challenges: Arc<crate::acme::Challenges>,
+}
+
+impl Server {
+    fn generation(&self, loaded: Loaded) -> Generation {
+        build_generation(loaded, &self.telemetry, &self.hints, &self.tracker)
+    }
+
+    /// The generation new connections and requests use.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Re-reads configuration and certificates; on success new connections
+    /// and requests use them, on failure the old ones keep serving.
+    pub fn reload(&self, loader: &Loader, why: &str) {
+        match loader() {
+            Ok(loaded) => {
+                let old = self.current();
+                let new = self.generation(loaded);
+                let (n, o) = (&new.config, &old.config);
+                let restart_only = [
+                    ("listen.https", n.listen.https != o.listen.https),
+                    ("listen.http", n.listen.http != o.listen.http),
+                    ("admin.listen", n.admin.listen != o.admin.listen),
+                    (
+                        "limits.max_connections",
+                        n.limits.max_connections != o.limits.max_connections,
+                    ),
+                    (
+                        "[log] settings",
+                        n.log.level != o.log.level || n.log.access != o.log.access || n.log.format != o.log.format,
+                    ),
+                ];
+                for (what, changed) in restart_only {
+                    if changed {
+                        tracing::warn!("{what} changed: that takes effect on restart; everything else is reloaded");
+                    }
+                }
+                self.current.store(Arc::new(new));
+                self.telemetry.metrics.reloads.inc();
+                tracing::info!("reloaded configuration and certificates ({why})");
+            }
+            Err(e) => {
+                self.telemetry.metrics.reload_failures.inc();
+                tracing::error!("reload ({why}) rejected, still serving the previous configuration: {e}");
+            }
+        }
+    }
+
+    /// Whether SIGTERM/SIGINT was received.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// Live reload's view: the server, and how to load its configuration again.
+pub(super) struct Reloader {
+    pub(super) server: Arc<Server>,
+    pub(super) loader: Loader,
+}
+
+impl reload::Reload for Reloader {
+    fn watched(&self) -> Vec<PathBuf> {
+        self.server.current().watch.clone()
+    }
+
+    fn reload(&self, why: &str) {
+        self.server.reload(&self.loader, why);
+    }
+}
+
+impl admin::ServerStatus for Server {
+    fn shutting_down(&self) -> bool {
+        self.is_shutting_down()
+    }
+
+    fn readiness_view(&self) -> admin::ReadinessView {
+        let generation = self.current();
+        admin::ReadinessView {
+            routes: generation.proxy.routes().clone(),
+            certificates_missing: generation.acme_missing.clone(),
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.telemetry.metrics
+    }
+}
+
+impl acme::AcmeHost for Server {
+    fn acme_settings(&self) -> (config::Acme, bool) {
+        let generation = self.current();
+        (generation.config.acme.clone(), generation.config.listen.http.is_some())
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.is_shutting_down()
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.telemetry.metrics
+    }
+}
