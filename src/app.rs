@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::certificates::{CertificateError, CertificateSet};
 use crate::cli::{CertArgs, CheckArgs, Cli, Command, DoctorArgs, HealthArgs, RunArgs};
-use crate::config::{self, Config, ConfigError, LogFormat, LogLevel, Source, UpstreamUrl};
+use crate::config::{self, Config, ConfigError, LogFormat, LogLevel, ServerUrl, Source};
 use crate::reload::{self, Fingerprint};
 use crate::server::{self, Loaded, Loader, ServerError};
 use crate::tls::{self, TlsError};
@@ -140,7 +140,8 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Source), ConfigError>
         config.listen.https = config::parse_socket_addr(listen).map_err(|m| flag_error("--listen", m))?;
     }
     if let Some(upstream) = &args.upstream {
-        config.upstream.url = UpstreamUrl::parse(upstream.trim()).map_err(|m| flag_error("--upstream", m))?;
+        let url = ServerUrl::parse(upstream.trim()).map_err(|m| flag_error("--upstream", m))?;
+        config.upstream.set_server(url);
         config.upstream_given = true;
     }
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
@@ -399,7 +400,12 @@ fn doctor(args: DoctorArgs) -> Result<(), AppError> {
         .public_url
         .unwrap_or_else(|| format!("https://localhost:{}", config.public_https_port()));
     let opts = crate::doctor::Options {
-        upstream: config.upstream.url.clone(),
+        upstream: config
+            .upstream
+            .servers()
+            .first()
+            .cloned()
+            .unwrap_or_else(|| ServerUrl::parse("http://127.0.0.1:8000").expect("the default upstream is valid")),
         public_url,
         paths: args.paths,
         connect_timeout: config.upstream.connect_timeout,

@@ -89,41 +89,16 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds every route's servers and policy from a validated config.
+    /// Builds every route's servers and policy from a validated config;
+    /// `[upstream]` is built by the same code, as the fallback route.
     pub fn new(config: &Config, metrics: &Metrics) -> Self {
-        let up = &config.upstream;
-        let top = || RoutePolicy::new(&config.forwarded, &config.cookies, &config.headers, &config.redirects);
-        let classic = |name: String| Route {
-            name,
-            host: None,
-            path: None,
-            strip_prefix: None,
-            sticky_cookie: None,
-            policy: top(),
-            upstream: Upstream::new(
-                UpstreamSettings {
-                    servers: vec![config::ServerUrl::Http(up.url.clone())],
-                    connect_timeout: up.connect_timeout,
-                    response_timeout: up.response_timeout,
-                    read_timeout: up.read_timeout,
-                    pool_idle_timeout: up.pool_idle_timeout,
-                    pool_max_idle: up.pool_max_idle,
-                    balance: config::Balance::RoundRobin,
-                    passive: Passive {
-                        max_fails: 0,
-                        eject_time: std::time::Duration::from_secs(10),
-                    },
-                    fail_statuses: Vec::new(),
-                    active: None,
-                    tls: None,
-                },
-                metrics,
-            ),
-        };
+        // Read once per generation, and only when a route verifies with them.
+        let system_roots = std::cell::OnceCell::new();
+        let build = |name: String, r: &config::Route| build_route(name, r, config, metrics, &system_roots);
         if config.routes.is_empty() {
             return RouteTable {
                 routes: Vec::new(),
-                fallback: Some(Arc::new(classic("[upstream]".into()))),
+                fallback: Some(build("[upstream]".into(), &config.upstream.route)),
             };
         }
         let mut routes: Vec<(usize, &config::Route)> = config.routes.iter().enumerate().collect();
@@ -139,70 +114,15 @@ impl RouteTable {
                 .map_or(0, |p| if p.as_str() == "/" { 0 } else { p.as_str().len() });
             (host_rank, std::cmp::Reverse(path_len), *i)
         });
-        // Read once per generation, and only when a route verifies with them.
-        let system_roots = std::cell::OnceCell::new();
         let routes = routes
             .into_iter()
-            .map(|(i, r)| {
-                let servers = r.all_servers();
-                let tls = servers
-                    .iter()
-                    .any(|s| matches!(s, config::ServerUrl::Https(_)))
-                    .then(|| {
-                        let roots = match &r.ca {
-                            Some(ca) => ca.roots.clone(),
-                            None => system_roots.get_or_init(upstream::tls::system_roots).clone(),
-                        };
-                        Arc::new(UpstreamTls::new(roots, r.server_name.clone()))
-                    });
-                Arc::new(Route {
-                    name: format!("route[{i}] ({})", r.describe()),
-                    host: r.host.clone(),
-                    path: r.path.clone(),
-                    strip_prefix: r
-                        .strip_prefix
-                        .then(|| r.path.as_ref().map(|p| p.as_str().to_string()))
-                        .flatten(),
-                    sticky_cookie: (r.sticky == Sticky::Cookie).then(|| r.sticky_cookie.clone()),
-                    policy: RoutePolicy::new(
-                        &r.forwarded.apply(&config.forwarded),
-                        &r.cookies.apply(&config.cookies),
-                        &r.headers.apply(&config.headers),
-                        &r.redirects.apply(&config.redirects),
-                    ),
-                    upstream: Upstream::new(
-                        UpstreamSettings {
-                            servers,
-                            connect_timeout: r.connect_timeout.unwrap_or(up.connect_timeout),
-                            response_timeout: r.response_timeout.unwrap_or(up.response_timeout),
-                            read_timeout: r.read_timeout.unwrap_or(up.read_timeout),
-                            pool_idle_timeout: up.pool_idle_timeout,
-                            pool_max_idle: up.pool_max_idle,
-                            balance: r.balance,
-                            passive: Passive {
-                                max_fails: r.max_fails,
-                                eject_time: r.eject_time,
-                            },
-                            fail_statuses: r.fail_statuses.clone(),
-                            active: r.health_path.as_ref().map(|path| ActiveCheck {
-                                path: path.clone(),
-                                interval: r.health_interval,
-                                timeout: r.health_timeout,
-                                healthy_threshold: r.healthy_threshold,
-                                unhealthy_threshold: r.unhealthy_threshold,
-                            }),
-                            tls,
-                        },
-                        metrics,
-                    ),
-                })
-            })
+            .map(|(i, r)| build(format!("route[{i}] ({})", r.describe()), r))
             .collect();
         RouteTable {
             routes,
             fallback: config
                 .upstream_given
-                .then(|| Arc::new(classic("[upstream] fallback".into()))),
+                .then(|| build("[upstream] fallback".into(), &config.upstream.route)),
         }
     }
 
@@ -256,6 +176,71 @@ pub fn normalise_host(authority: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(idna::domain_to_ascii(host).unwrap_or_else(|_| host.to_lowercase()))
     }
+}
+
+/// One route, ready to serve: its servers (with the TLS to them), its
+/// policy (the top level's, with the route's overrides), its timeouts and
+/// pool (the route's, else `[upstream]`'s).
+fn build_route(
+    name: String,
+    r: &config::Route,
+    config: &Config,
+    metrics: &Metrics,
+    system_roots: &std::cell::OnceCell<Arc<rustls::RootCertStore>>,
+) -> Arc<Route> {
+    let up = &config.upstream;
+    let servers = r.all_servers();
+    let tls = servers
+        .iter()
+        .any(|s| matches!(s, config::ServerUrl::Https(_)))
+        .then(|| {
+            let roots = match &r.ca {
+                Some(ca) => ca.roots.clone(),
+                None => system_roots.get_or_init(upstream::tls::system_roots).clone(),
+            };
+            Arc::new(UpstreamTls::new(roots, r.server_name.clone()))
+        });
+    Arc::new(Route {
+        name,
+        host: r.host.clone(),
+        path: r.path.clone(),
+        strip_prefix: r
+            .strip_prefix
+            .then(|| r.path.as_ref().map(|p| p.as_str().to_string()))
+            .flatten(),
+        sticky_cookie: (r.sticky == Sticky::Cookie).then(|| r.sticky_cookie.clone()),
+        policy: RoutePolicy::new(
+            &r.forwarded.apply(&config.forwarded),
+            &r.cookies.apply(&config.cookies),
+            &r.headers.apply(&config.headers),
+            &r.redirects.apply(&config.redirects),
+        ),
+        upstream: Upstream::new(
+            UpstreamSettings {
+                servers,
+                connect_timeout: r.connect_timeout.unwrap_or(up.connect_timeout),
+                response_timeout: r.response_timeout.unwrap_or(up.response_timeout),
+                read_timeout: r.read_timeout.unwrap_or(up.read_timeout),
+                pool_idle_timeout: r.pool_idle_timeout.unwrap_or(up.pool_idle_timeout),
+                pool_max_idle: r.pool_max_idle.unwrap_or(up.pool_max_idle),
+                balance: r.balance,
+                passive: Passive {
+                    max_fails: r.max_fails,
+                    eject_time: r.eject_time,
+                },
+                fail_statuses: r.fail_statuses.clone(),
+                active: r.health_path.as_ref().map(|path| ActiveCheck {
+                    path: path.clone(),
+                    interval: r.health_interval,
+                    timeout: r.health_timeout,
+                    healthy_threshold: r.healthy_threshold,
+                    unhealthy_threshold: r.unhealthy_threshold,
+                }),
+                tls,
+            },
+            metrics,
+        ),
+    })
 }
 
 /// Writes the route table in matching order, one route per line, for `tlsfront check`.

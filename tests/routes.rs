@@ -309,17 +309,16 @@ async fn sticky_cookie_keeps_a_client_on_its_server() {
     assert_eq!(spread.len(), 3, "{spread:?}");
 }
 
+/// An app on a Unix socket that answers with the request line, Host and
+/// X-Forwarded-Proto; counts the connections it accepts.
 #[cfg(unix)]
-#[tokio::test]
-async fn unix_socket_server_is_pooled_like_tcp() {
+fn unix_app(sock: &std::path::Path) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("app.sock");
-    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let listener = tokio::net::UnixListener::bind(sock).unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let conns = connections.clone();
     tokio::spawn(async move {
@@ -349,15 +348,66 @@ async fn unix_socket_server_is_pooled_like_tcp() {
             });
         }
     });
-    let config = format!("[[route]]\nservers = [\"unix:{}\"]\n", sock.display());
+    connections
+}
+
+/// The same Unix-socket server, as a `[[route]]` server, as the `[upstream]`
+/// fallback route, and from `--upstream`: one code path builds all three.
+#[cfg(unix)]
+#[tokio::test]
+async fn unix_socket_server_is_pooled_like_tcp() {
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().unwrap();
+    for (i, how) in ["[[route]] servers", "[upstream] url", "--upstream"]
+        .into_iter()
+        .enumerate()
+    {
+        let sock = dir.path().join(format!("app{i}.sock"));
+        let connections = unix_app(&sock);
+        let url = format!("unix:{}", sock.display());
+        let proxy = match how {
+            "[[route]] servers" => Proxy::start_with_args(&format!("[[route]]\nservers = [\"{url}\"]\n"), &[]),
+            "[upstream] url" => Proxy::start_with_args(&format!("[upstream]\nurl = \"{url}\"\n"), &[]),
+            _ => Proxy::start_with_args("", &["--upstream", &url]),
+        };
+        let mut client = Client::connect(&proxy, false).await;
+        for i in 0..5 {
+            let (parts, body) = client.text(req(&proxy, "app.example", &format!("/p{i}"), false)).await;
+            assert_eq!(parts.status, 200, "{how}: {body}");
+            assert_eq!(
+                body,
+                format!("GET /p{i} host=app.example:{} proto=https\n", proxy.port),
+                "{how}"
+            );
+        }
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "{how}: keep-alive pool over the socket"
+        );
+    }
+}
+
+/// `[upstream]` takes what a route takes: several servers, balanced, and
+/// one that refuses connections is skipped.
+#[tokio::test]
+async fn upstream_fallback_balances_several_servers() {
+    let apps = [Upstream::start().await, Upstream::start().await];
+    let dead = RefusingAddr::new();
+    let config = format!(
+        "[upstream]\nservers = [\"http://{}\", \"http://{}\", \"http://{}\"]\n",
+        apps[0].addr, apps[1].addr, dead.addr
+    );
     let proxy = Proxy::start_with_args(&config, &[]);
     let mut client = Client::connect(&proxy, false).await;
-    for i in 0..5 {
-        let (parts, body) = client.text(req(&proxy, "app.example", &format!("/p{i}"), false)).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..9 {
+        let (parts, body) = client.text(req(&proxy, "localhost", "/echo", false)).await;
         assert_eq!(parts.status, 200, "{body}");
-        assert_eq!(body, format!("GET /p{i} host=app.example:{} proto=https\n", proxy.port));
+        seen.insert(which(&body));
     }
-    assert_eq!(connections.load(Ordering::SeqCst), 1, "keep-alive pool over the socket");
+    assert_eq!(seen.len(), 2, "both live servers took requests: {seen:?}");
 }
 
 fn check(config: &str) -> (i32, String, String) {

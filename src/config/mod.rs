@@ -111,14 +111,9 @@ impl Config {
                 message,
             }
         })?;
-        // Parsed again only to see whether `[upstream] url` is written (the
-        // typed parse above cannot tell a default from a written value).
-        config.upstream_given = config.routes.is_empty()
-            || toml::from_str::<toml::Table>(text).is_ok_and(|t| {
-                t.get("upstream")
-                    .and_then(|u| u.as_table())
-                    .is_some_and(|u| u.contains_key("url"))
-            });
+        // Without routes, [upstream] takes every request, written or not.
+        config.upstream_given = config.routes.is_empty() || config.upstream.given;
+        config.upstream.given = config.upstream_given;
         for entry in &mut config.tls.certificates {
             entry.locate(text);
         }
@@ -264,6 +259,10 @@ impl Config {
         {
             return Err(err("upstream", "timeouts must be greater than zero".into()));
         }
+        if self.upstream_given {
+            route::validate_servers(&self.upstream.route, "upstream", "[upstream]")
+                .map_err(|(key, message)| err(&key, message))?;
+        }
         route::validate(&self.routes, self.upstream_given).map_err(|(key, message)| err(&key, message))?;
         self.acme
             .validate(self.listen.http.is_some())
@@ -351,17 +350,14 @@ impl fmt::Display for Config {
             writeln!(f, "key = {}", toml_string(&entry.key.display().to_string()))?;
             writeln!(f, "names = {}", list(&entry.names))?;
         }
-        let u = &self.upstream;
         writeln!(f, "\n[upstream]")?;
+        let mut fallback = self.upstream.route.clone();
         // With routes, an unwritten url is no fallback: printing it would make one.
-        if self.upstream_given || self.routes.is_empty() {
-            writeln!(f, "url = \"{}\"", u.url)?;
+        if !(self.upstream_given || self.routes.is_empty()) {
+            fallback.url = None;
+            fallback.servers.clear();
         }
-        writeln!(f, "connect_timeout = \"{}\"", dur(u.connect_timeout))?;
-        writeln!(f, "response_timeout = \"{}\"", dur(u.response_timeout))?;
-        writeln!(f, "read_timeout = \"{}\"", dur(u.read_timeout))?;
-        writeln!(f, "pool_idle_timeout = \"{}\"", dur(u.pool_idle_timeout))?;
-        writeln!(f, "pool_max_idle = {}", u.pool_max_idle)?;
+        route::display_servers(&fallback, f)?;
         let w = &self.forwarded;
         writeln!(f, "\n[forwarded]")?;
         writeln!(f, "trusted_proxies = {}", list(&w.trusted_proxies))?;
@@ -447,7 +443,7 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.listen.https, "0.0.0.0:8443".parse().unwrap());
         assert_eq!(c.listen.http, None);
-        assert_eq!(c.upstream.url.to_string(), "http://127.0.0.1:8000");
+        assert_eq!(c.upstream.describe(), "http://127.0.0.1:8000");
         assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
         assert_eq!(c.upstream.response_timeout, Duration::from_secs(60));
         assert!(c.cookies.secure && c.cookies.http_only);
@@ -486,7 +482,7 @@ rewrite_location = false
         assert_eq!(c.listen.http, Some("127.0.0.1:9080".parse().unwrap()));
         assert_eq!(c.public_https_port(), 443);
         assert_eq!(c.tls.min_version, TlsVersion::Tls13);
-        assert_eq!(c.upstream.url.authority.as_str(), "localhost:5000");
+        assert_eq!(c.upstream.describe(), "http://localhost:5000");
         assert_eq!(c.upstream.connect_timeout, Duration::from_millis(250));
         assert_eq!(c.upstream.response_timeout, Duration::from_secs(120));
         assert_eq!(c.forwarded.trusted_proxies.len(), 2);
@@ -537,8 +533,49 @@ rewrite_location = false
         assert!(e.message.contains("expected IP:PORT"), "{e}");
         let e = parse("[upstream]\nurl = \"127.0.0.1:8000\"\n").unwrap_err();
         assert!(e.message.contains("http://"), "{e}");
-        let e = parse("[upstream]\nurl = \"https://app:8000\"\n").unwrap_err();
-        assert!(e.message.contains("not supported"), "{e}");
+        let e = parse("[upstream]\nurl = \"ftp://app:8000\"\n").unwrap_err();
+        assert!(e.message.contains("unknown scheme"), "{e}");
+    }
+
+    #[test]
+    fn upstream_is_the_fallback_route_with_every_server_key() {
+        let c = parse("[upstream]\nurl = \"unix:/run/app/gunicorn.sock\"\n").unwrap();
+        assert_eq!(c.upstream.describe(), "unix:/run/app/gunicorn.sock");
+        assert!(c.upstream_given);
+        let c = parse(
+            "[upstream]\nservers = [\"http://127.0.0.1:8001\", \"https://app.internal\"]\nbalance = \"least_requests\"\nhealth_path = \"/up\"\nserver_name = \"app.internal\"\npool_max_idle = 8\n[[route]]\nhost = \"a.test\"\nurl = \"http://127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        assert!(c.upstream_given, "servers written: the fallback");
+        assert_eq!(c.upstream.servers().len(), 2);
+        assert_eq!(c.upstream.route.balance, Balance::LeastRequests);
+        assert_eq!(c.upstream.pool_max_idle, 8);
+        // Not written: with routes, no fallback (the built-in default does not apply).
+        let c = parse(
+            "[upstream]\nconnect_timeout = \"1s\"\n[[route]]\nhost = \"a.test\"\nurl = \"http://127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        assert!(!c.upstream_given);
+        // The route checks apply, with [upstream]'s keys.
+        let e = parse("[upstream]\nurl = \"http://a:1\"\nca = \"x.pem\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("upstream.ca"), "{e}");
+        let e = parse("[upstream]\nservers = [\"http://a:1\", \"http://a:1\"]\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("upstream.servers"), "{e}");
+        // What only a [[route]] takes.
+        for table in [
+            "path = \"/a\"",
+            "host = \"a.test\"",
+            "strip_prefix = true",
+            "[upstream.cookies]\nsecure = false",
+        ] {
+            let e = parse(&format!("[upstream]\nurl = \"http://a:1\"\n{table}\n")).unwrap_err();
+            assert!(e.message.contains("is a [[route]] key"), "{table}: {e}");
+        }
+        // Written back and read again, the same.
+        let c = parse("[upstream]\nservers = [\"unix:/a.sock\", \"http://b:2\"]\nmax_fails = 5\n").unwrap();
+        let again = parse(&c.to_string()).unwrap();
+        assert_eq!(again.upstream.describe(), c.upstream.describe());
+        assert_eq!(again.upstream.route.max_fails, 5);
     }
 
     #[test]
@@ -823,9 +860,6 @@ rewrite_location = false
         for bad in ["ftp://a", "https://a/x", "h2c://", "https://u@a"] {
             assert!(ServerUrl::parse(bad).is_err(), "{bad}");
         }
-        // [upstream] url stays http:// only, and says where the others go.
-        let e = UpstreamUrl::parse("h2c://a:1").unwrap_err();
-        assert!(e.contains("[[route]]"), "{e}");
     }
 
     #[test]

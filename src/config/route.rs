@@ -89,6 +89,12 @@ pub struct Route {
     /// Overrides `upstream.read_timeout` for this route.
     #[serde(default, deserialize_with = "optional_duration")]
     pub read_timeout: Option<Duration>,
+    /// Overrides `upstream.pool_idle_timeout` for this route.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub pool_idle_timeout: Option<Duration>,
+    /// Overrides `upstream.pool_max_idle` for this route.
+    #[serde(default)]
+    pub pool_max_idle: Option<usize>,
     /// `[route.cookies]`: overrides of `[cookies]`.
     #[serde(default)]
     pub cookies: CookiesOverride,
@@ -252,7 +258,7 @@ impl fmt::Display for PathPrefix {
 }
 
 /// `[route.cookies]`: each key set here replaces the top-level one.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CookiesOverride {
     /// `cookies.secure`
@@ -286,7 +292,7 @@ impl CookiesOverride {
 }
 
 /// `[route.forwarded]`: each key set here replaces the top-level one.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardedOverride {
     /// `forwarded.trusted_proxies`
@@ -336,7 +342,7 @@ impl ForwardedOverride {
 }
 
 /// `[route.redirects]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedirectsOverride {
     /// `redirects.rewrite_location`
@@ -353,7 +359,7 @@ impl RedirectsOverride {
 }
 
 /// `[route.headers]`: each key set here replaces the top-level one.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersOverride {
     /// `headers.hsts` (`""` turns it off for this route)
@@ -437,7 +443,6 @@ fn optional_optional_header_value<'de, D: Deserializer<'de>>(d: D) -> Result<Opt
 /// Writes the routes back as TOML `[[route]]` tables (only what differs from
 /// the route defaults, plus the host/path/servers that define it).
 pub fn display_routes(routes: &[Route], f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let dur = |d: Duration| humantime::format_duration(d).to_string();
     let names = |n: &[HeaderName]| {
         let q: Vec<String> = n.iter().map(|n| toml_string(n.as_str())).collect();
         format!("[{}]", q.join(", "))
@@ -456,50 +461,7 @@ pub fn display_routes(routes: &[Route], f: &mut fmt::Formatter<'_>) -> fmt::Resu
             writeln!(f, "path = {}", toml_string(p.as_str()))?;
         }
         writeln!(f, "strip_prefix = {}", r.strip_prefix)?;
-        if let Some(u) = &r.url {
-            writeln!(f, "url = {}", toml_string(&u.to_string()))?;
-        }
-        let servers: Vec<String> = r.servers.iter().map(|s| toml_string(&s.to_string())).collect();
-        writeln!(f, "servers = [{}]", servers.join(", "))?;
-        if let Some(ca) = &r.ca {
-            writeln!(f, "ca = {}", toml_string(&ca.path.display().to_string()))?;
-        }
-        if let Some(name) = &r.server_name {
-            writeln!(f, "server_name = {}", toml_string(&name.to_str()))?;
-        }
-        let balance = match r.balance {
-            Balance::RoundRobin => "round_robin",
-            Balance::LeastRequests => "least_requests",
-        };
-        writeln!(f, "balance = \"{balance}\"")?;
-        let sticky = match r.sticky {
-            Sticky::None => "none",
-            Sticky::Cookie => "cookie",
-        };
-        writeln!(f, "sticky = \"{sticky}\"")?;
-        writeln!(f, "sticky_cookie = {}", toml_string(&r.sticky_cookie))?;
-        writeln!(
-            f,
-            "health_path = {}",
-            toml_string(r.health_path.as_deref().unwrap_or(""))
-        )?;
-        writeln!(f, "health_interval = \"{}\"", dur(r.health_interval))?;
-        writeln!(f, "health_timeout = \"{}\"", dur(r.health_timeout))?;
-        writeln!(f, "healthy_threshold = {}", r.healthy_threshold)?;
-        writeln!(f, "unhealthy_threshold = {}", r.unhealthy_threshold)?;
-        writeln!(f, "max_fails = {}", r.max_fails)?;
-        let statuses: Vec<String> = r.fail_statuses.iter().map(|s| s.to_string()).collect();
-        writeln!(f, "fail_statuses = [{}]", statuses.join(", "))?;
-        writeln!(f, "eject_time = \"{}\"", dur(r.eject_time))?;
-        if let Some(d) = r.connect_timeout {
-            writeln!(f, "connect_timeout = \"{}\"", dur(d))?;
-        }
-        if let Some(d) = r.response_timeout {
-            writeln!(f, "response_timeout = \"{}\"", dur(d))?;
-        }
-        if let Some(d) = r.read_timeout {
-            writeln!(f, "read_timeout = \"{}\"", dur(d))?;
-        }
+        display_servers(r, f)?;
         let c = &r.cookies;
         let mut lines = Vec::new();
         if let Some(v) = c.secure {
@@ -567,6 +529,69 @@ pub fn display_routes(routes: &[Route], f: &mut fmt::Formatter<'_>) -> fmt::Resu
     Ok(())
 }
 
+/// Writes the keys a `[[route]]` and `[upstream]` share: servers, TLS to
+/// them, balancing, health, timeouts and pool.
+pub fn display_servers(r: &Route, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let dur = |d: Duration| humantime::format_duration(d).to_string();
+    if let Some(u) = &r.url {
+        writeln!(f, "url = {}", toml_string(&u.to_string()))?;
+    }
+    let servers: Vec<String> = r.servers.iter().map(|s| toml_string(&s.to_string())).collect();
+    writeln!(f, "servers = [{}]", servers.join(", "))?;
+    // Empty means none: written always, so that every key is shown.
+    let ca =
+        r.ca.as_ref()
+            .map(|ca| ca.path.display().to_string())
+            .unwrap_or_default();
+    writeln!(f, "ca = {}", toml_string(&ca))?;
+    let name = r
+        .server_name
+        .as_ref()
+        .map(|n| n.to_str().to_string())
+        .unwrap_or_default();
+    writeln!(f, "server_name = {}", toml_string(&name))?;
+    let balance = match r.balance {
+        Balance::RoundRobin => "round_robin",
+        Balance::LeastRequests => "least_requests",
+    };
+    writeln!(f, "balance = \"{balance}\"")?;
+    let sticky = match r.sticky {
+        Sticky::None => "none",
+        Sticky::Cookie => "cookie",
+    };
+    writeln!(f, "sticky = \"{sticky}\"")?;
+    writeln!(f, "sticky_cookie = {}", toml_string(&r.sticky_cookie))?;
+    writeln!(
+        f,
+        "health_path = {}",
+        toml_string(r.health_path.as_deref().unwrap_or(""))
+    )?;
+    writeln!(f, "health_interval = \"{}\"", dur(r.health_interval))?;
+    writeln!(f, "health_timeout = \"{}\"", dur(r.health_timeout))?;
+    writeln!(f, "healthy_threshold = {}", r.healthy_threshold)?;
+    writeln!(f, "unhealthy_threshold = {}", r.unhealthy_threshold)?;
+    writeln!(f, "max_fails = {}", r.max_fails)?;
+    let statuses: Vec<String> = r.fail_statuses.iter().map(|s| s.to_string()).collect();
+    writeln!(f, "fail_statuses = [{}]", statuses.join(", "))?;
+    writeln!(f, "eject_time = \"{}\"", dur(r.eject_time))?;
+    if let Some(d) = r.connect_timeout {
+        writeln!(f, "connect_timeout = \"{}\"", dur(d))?;
+    }
+    if let Some(d) = r.response_timeout {
+        writeln!(f, "response_timeout = \"{}\"", dur(d))?;
+    }
+    if let Some(d) = r.read_timeout {
+        writeln!(f, "read_timeout = \"{}\"", dur(d))?;
+    }
+    if let Some(d) = r.pool_idle_timeout {
+        writeln!(f, "pool_idle_timeout = \"{}\"", dur(d))?;
+    }
+    if let Some(n) = r.pool_max_idle {
+        writeln!(f, "pool_max_idle = {n}")?;
+    }
+    Ok(())
+}
+
 fn section(f: &mut fmt::Formatter<'_>, name: &str, lines: &[String]) -> fmt::Result {
     if lines.is_empty() {
         return Ok(());
@@ -578,6 +603,65 @@ fn section(f: &mut fmt::Formatter<'_>, name: &str, lines: &[String]) -> fmt::Res
     Ok(())
 }
 
+/// The checks a `[[route]]` and `[upstream]` share (servers, TLS to them,
+/// affinity, health, timeouts); `table` names the keys (`route[2]`,
+/// `upstream`), `what` the route in messages.
+pub fn validate_servers(r: &Route, table: &str, what: &str) -> Result<(), (String, String)> {
+    let key = |k: &str| format!("{table}.{k}");
+    let servers = r.all_servers();
+    for (a, s) in servers.iter().enumerate() {
+        if servers[..a].contains(s) {
+            return Err((key("servers"), format!("{s} is listed twice")));
+        }
+    }
+    if (r.ca.is_some() || r.server_name.is_some()) && !servers.iter().any(|s| matches!(s, ServerUrl::Https(_))) {
+        return Err((
+            key(if r.ca.is_some() { "ca" } else { "server_name" }),
+            format!("ca and server_name apply to https:// servers, and {what} has none"),
+        ));
+    }
+    if r.strip_prefix && r.path.as_ref().is_none_or(|p| p.as_str() == "/") {
+        return Err((
+            key("strip_prefix"),
+            "strip_prefix needs a path prefix other than \"/\", e.g. path = \"/admin\"".into(),
+        ));
+    }
+    if r.sticky == Sticky::Cookie
+        && (r.sticky_cookie.is_empty()
+            || r.sticky_cookie
+                .bytes()
+                .any(|b| b <= b' ' || b >= 0x7f || b"=;,\"\\()<>@:/[]?{}".contains(&b)))
+    {
+        return Err((
+            key("sticky_cookie"),
+            format!("{:?} is not a cookie name", r.sticky_cookie),
+        ));
+    }
+    if r.healthy_threshold == 0 || r.unhealthy_threshold == 0 || r.max_fails == 0 {
+        return Err((
+            key("healthy_threshold"),
+            "healthy_threshold, unhealthy_threshold and max_fails must be at least 1".into(),
+        ));
+    }
+    for (k, d) in [
+        ("health_interval", Some(r.health_interval)),
+        ("health_timeout", Some(r.health_timeout)),
+        ("eject_time", Some(r.eject_time)),
+        ("connect_timeout", r.connect_timeout),
+        ("response_timeout", r.response_timeout),
+        ("read_timeout", r.read_timeout),
+        ("pool_idle_timeout", r.pool_idle_timeout),
+    ] {
+        if d.is_some_and(|d| d.is_zero()) {
+            return Err((key(k), "must be greater than zero".into()));
+        }
+    }
+    if let Some(s) = r.fail_statuses.iter().find(|s| !(100..=599).contains(*s)) {
+        return Err((key("fail_statuses"), format!("{s} is not an HTTP status")));
+    }
+    Ok(())
+}
+
 /// Cross-route checks: every route has servers, no two routes take the same
 /// requests, the fallback is reachable, the keys make sense together.
 /// Returns the key (e.g. `route[2].path`) and the message.
@@ -585,8 +669,7 @@ pub fn validate(routes: &[Route], fallback: bool) -> Result<(), (String, String)
     for (i, r) in routes.iter().enumerate() {
         // 0-based, as serde names the keys of unknown or mistyped values.
         let key = |k: &str| format!("route[{i}].{k}");
-        let servers = r.all_servers();
-        if servers.is_empty() {
+        if r.all_servers().is_empty() {
             return Err((
                 key("url"),
                 format!(
@@ -595,58 +678,7 @@ pub fn validate(routes: &[Route], fallback: bool) -> Result<(), (String, String)
                 ),
             ));
         }
-        for (a, s) in servers.iter().enumerate() {
-            if servers[..a].contains(s) {
-                return Err((key("servers"), format!("{s} is listed twice")));
-            }
-        }
-        if (r.ca.is_some() || r.server_name.is_some()) && !servers.iter().any(|s| matches!(s, ServerUrl::Https(_))) {
-            return Err((
-                key(if r.ca.is_some() { "ca" } else { "server_name" }),
-                format!(
-                    "ca and server_name apply to https:// servers, and route[{i}] ({}) has none",
-                    r.describe()
-                ),
-            ));
-        }
-        if r.strip_prefix && r.path.as_ref().is_none_or(|p| p.as_str() == "/") {
-            return Err((
-                key("strip_prefix"),
-                "strip_prefix needs a path prefix other than \"/\", e.g. path = \"/admin\"".into(),
-            ));
-        }
-        if r.sticky == Sticky::Cookie
-            && (r.sticky_cookie.is_empty()
-                || r.sticky_cookie
-                    .bytes()
-                    .any(|b| b <= b' ' || b >= 0x7f || b"=;,\"\\()<>@:/[]?{}".contains(&b)))
-        {
-            return Err((
-                key("sticky_cookie"),
-                format!("{:?} is not a cookie name", r.sticky_cookie),
-            ));
-        }
-        if r.healthy_threshold == 0 || r.unhealthy_threshold == 0 || r.max_fails == 0 {
-            return Err((
-                key("healthy_threshold"),
-                "healthy_threshold, unhealthy_threshold and max_fails must be at least 1".into(),
-            ));
-        }
-        for (k, d) in [
-            ("health_interval", Some(r.health_interval)),
-            ("health_timeout", Some(r.health_timeout)),
-            ("eject_time", Some(r.eject_time)),
-            ("connect_timeout", r.connect_timeout),
-            ("response_timeout", r.response_timeout),
-            ("read_timeout", r.read_timeout),
-        ] {
-            if d.is_some_and(|d| d.is_zero()) {
-                return Err((key(k), "must be greater than zero".into()));
-            }
-        }
-        if let Some(s) = r.fail_statuses.iter().find(|s| !(100..=599).contains(*s)) {
-            return Err((key("fail_statuses"), format!("{s} is not an HTTP status")));
-        }
+        validate_servers(r, &format!("route[{i}]"), &format!("route[{i}] ({})", r.describe()))?;
         for (j, earlier) in routes[..i].iter().enumerate() {
             if earlier.host == r.host
                 && earlier.path.as_ref().map(|p| p.as_str()).unwrap_or("/")

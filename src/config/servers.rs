@@ -15,7 +15,6 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 /// An upstream address: `http`, `h2c` or `https`, always with an authority.
-/// The `[upstream] url` is always `http` (see [`UpstreamUrl::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
     /// Scheme: `http`, `h2c` (HTTP/2 with prior knowledge) or `https`.
@@ -25,19 +24,6 @@ pub struct UpstreamUrl {
 }
 
 impl UpstreamUrl {
-    /// Parses and validates `http://host[:port][/]`: the `[upstream] url`,
-    /// which stays plain HTTP/1.1 (`h2c://` and `https://` servers go on a
-    /// `[[route]]`, where `ca` and `server_name` can be set).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let url = Self::parse_server(s)?;
-        if url.scheme != Scheme::HTTP {
-            return Err(format!(
-                "{s:?}: [upstream] url takes http:// only (plain HTTP/1.1 to the app, e.g. \"http://127.0.0.1:8000\"); h2c:// and https:// servers are not supported there: give them on a [[route]] (url = \"{s}\")"
-            ));
-        }
-        Ok(url)
-    }
-
     /// Parses `http://host[:port]`, `h2c://host[:port]` (HTTP/2 with prior
     /// knowledge, cleartext) or `https://host[:port]`; the port defaults to
     /// 80, 80 and 443.
@@ -80,11 +66,6 @@ impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}", self.scheme, self.authority)
     }
-}
-
-pub(super) fn upstream_url<'de, D: Deserializer<'de>>(d: D) -> Result<UpstreamUrl, D::Error> {
-    let s = String::deserialize(d)?;
-    UpstreamUrl::parse(s.trim()).map_err(de::Error::custom)
 }
 
 /// Load-balancing algorithm.

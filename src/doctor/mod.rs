@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::UpstreamUrl;
+use crate::config::ServerUrl;
 use findings::{
     check_cookies, check_location, check_urls, finding, is_session_name, Context, Finding, FindingCode, SeenCookie,
     Severity,
@@ -48,8 +48,9 @@ const MAX_REDIRECTS: usize = 5;
 /// What the doctor needs to know.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The app.
-    pub upstream: UpstreamUrl,
+    /// The app: an `http://` or `unix:` server (the doctor speaks plain
+    /// HTTP/1.1 to it).
+    pub upstream: ServerUrl,
     /// `https://host[:port]` clients use.
     pub public_url: String,
     /// Pages to check.
@@ -216,8 +217,13 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         public_host: public_host.clone(),
         public_port,
         public_origin: public_origin.clone(),
-        upstream_authority: opts.upstream.authority.as_str().to_string(),
-        upstream_is_loopback: is_loopback_host(opts.upstream.authority.host()),
+        // A Unix-socket app has no address of its own to leak.
+        upstream_authority: opts
+            .upstream
+            .authority()
+            .map_or("localhost", |a| a.as_str())
+            .to_string(),
+        upstream_is_loopback: opts.upstream.authority().is_none_or(|a| is_loopback_host(a.host())),
     };
     let host_header = if public_port == 443 {
         public_host.clone()
@@ -661,9 +667,32 @@ impl Doctor<'_> {
             Ok(req) => req,
             Err(e) => return Fetch::Unsendable(e),
         };
-        let addr = self.opts.upstream.authority.as_str().to_string();
-        let tcp = match tokio::time::timeout(self.opts.connect_timeout, TcpStream::connect(&addr)).await {
-            Ok(Ok(tcp)) => tcp,
+        let addr = self.opts.upstream.to_string();
+        let connect = async {
+            match &self.opts.upstream {
+                ServerUrl::Http(u) => {
+                    let tcp = TcpStream::connect(u.authority.as_str()).await?;
+                    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    tokio::spawn(conn);
+                    Ok(send)
+                }
+                ServerUrl::Unix(path) => {
+                    let unix = tokio::net::UnixStream::connect(path).await?;
+                    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(unix))
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    tokio::spawn(conn);
+                    Ok(send)
+                }
+                ServerUrl::H2c(_) | ServerUrl::Https(_) => Err(std::io::Error::other(
+                    "the doctor speaks plain HTTP/1.1 to the app: give its http:// or unix: address with --upstream",
+                )),
+            }
+        };
+        let mut send = match tokio::time::timeout(self.opts.connect_timeout, connect).await {
+            Ok(Ok(send)) => send,
             Ok(Err(e)) => return Fetch::Unreachable(format!("cannot connect to {addr}: {e}")),
             Err(_) => {
                 return Fetch::Unreachable(format!(
@@ -672,10 +701,6 @@ impl Doctor<'_> {
                 ))
             }
         };
-        let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await else {
-            return Fetch::Unreachable(format!("{addr} does not speak HTTP/1.1"));
-        };
-        tokio::spawn(conn);
         let started = Instant::now();
         let resp = match tokio::time::timeout(self.opts.response_timeout, send.send_request(req)).await {
             Ok(Ok(resp)) => resp,

@@ -85,13 +85,13 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
         seen,
     );
     let destination = if config.routes.is_empty() {
-        format!("forwarding to {}", config.upstream.url)
+        format!("forwarding to {}", config.upstream.describe())
     } else {
         format!(
             "{} route(s){}",
             config.routes.len(),
             if config.upstream_given {
-                format!(", fallback {}", config.upstream.url)
+                format!(", fallback {}", config.upstream.describe())
             } else {
                 String::new()
             }
