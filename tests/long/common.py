@@ -239,6 +239,40 @@ class Tlsfront:
     def fd_count(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def fd_kinds(self, upstream_port: int) -> dict[str, int]:
+        """tlsfront's open fds by kind: `client` (TCP connections to its HTTPS
+        port), `upstream` (TCP connections to `upstream_port`), `other` (the
+        rest: listeners, admin connections, files, pipes, epoll, ...) and
+        `total`. Sockets are matched by inode in /proc/net/tcp{,6} (IPv4 and
+        IPv6, this network namespace)."""
+        by_inode: dict[str, tuple[int, int, str]] = {}
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    next(f)
+                    for line in f:
+                        cols = line.split()
+                        local, remote, state, inode = cols[1], cols[2], cols[3], cols[9]
+                        by_inode[inode] = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16),
+                                           state)
+            except OSError:
+                pass
+        kinds = {"client": 0, "upstream": 0, "other": 0, "total": 0}
+        for fd in os.listdir(f"/proc/{self.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{self.pid}/fd/{fd}")
+            except OSError:
+                continue  # closed meanwhile
+            kinds["total"] += 1
+            sock = by_inode.get(target[len("socket:["):-1]) if target.startswith("socket:[") else None
+            if sock and sock[2] != "0A" and sock[0] == self.port:  # 0A: LISTEN
+                kinds["client"] += 1
+            elif sock and sock[1] == upstream_port:
+                kinds["upstream"] += 1
+            else:
+                kinds["other"] += 1
+        return kinds
+
     def admin_get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
