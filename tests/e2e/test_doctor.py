@@ -73,7 +73,7 @@ HONEST_HEADERS = {
 SEVERITIES = ("error", "warning", "info")
 
 # Severity of `trusts_spoofed_forwarded` when the upstream is loopback (all
-# sample apps run on 127.0.0.1), per the doctor contract (README, `tlsfront
+# sample apps run on 127.0.0.1), per the doctor contract (docs/doctor.md, `tlsfront
 # doctor`): "information when the app is on loopback, an error when anyone
 # else can reach it". Being info, it leaves a trusting app clean; the finding
 # is absent only when the app also refuses hosts it does not serve
