@@ -283,6 +283,8 @@ impl Doctor<'_> {
         let mut path = start.to_string();
         let mut jar = Jar::new();
         let mut first_cookies: Option<Vec<SeenCookie>> = None;
+        // The status the honest request for the start page got.
+        let mut start_status: Option<StatusCode> = None;
         // The page the path ends at after redirects, for its login form.
         let mut page: Option<(String, Seen)> = None;
         for _ in 0..=MAX_REDIRECTS {
@@ -317,6 +319,7 @@ impl Doctor<'_> {
             }
             if first_cookies.is_none() {
                 first_cookies = Some(cookies.clone());
+                start_status = Some(seen.status);
             }
             self.cookies.extend(cookies);
             let next = self.next_hop(&seen).filter(|_| seen.status.is_redirection());
@@ -361,7 +364,15 @@ impl Doctor<'_> {
 
         // Forged forwarded headers, as anyone reaching the app directly could send.
         let honest_leaks_http = self.findings.iter().any(|f| f.code == FindingCode::RedirectHttpScheme);
-        if let Fetch::Ok(spoofed) = self.send(Outgoing::get(start, Forwarding::Forged, &Jar::new())).await {
+        let spoofed = match self.send(Outgoing::get(start, Forwarding::Forged, &Jar::new())).await {
+            // Refused (Django's and Flask's TRUSTED_HOSTS answer 400, naming
+            // the forged host in the error page) where the honest request was
+            // not: the app did not believe it.
+            Fetch::Ok(f) if f.status.is_client_error() && start_status.is_some_and(|s| !s.is_client_error()) => None,
+            Fetch::Ok(f) => Some(f),
+            _ => None,
+        };
+        if let Some(spoofed) = spoofed {
             let mut text = spoofed.body.to_ascii_lowercase();
             if let Some(loc) = spoofed.headers.get(LOCATION).and_then(|v| v.to_str().ok()) {
                 text.push_str(&loc.to_ascii_lowercase());
