@@ -236,9 +236,15 @@ async fn a_413_reaches_a_client_still_sending_its_body() {
             .await
             .unwrap();
         tls.write_all(&[b'x'; 65536]).await.unwrap();
-        // tlsfront has answered 413 by now, and closed the connection: with
-        // a reset, if it did not keep reading what the client still sends.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The answer first: once it is here tlsfront has closed its side, and
+        // from now on a write error or a reset is the close that did not keep
+        // reading what the client still sends (no sleep to outlast).
+        let head = read_until(&mut tls, b"\r\n\r\n").await;
+        assert!(
+            head.starts_with(b"HTTP/1.1 413"),
+            "round {round}: {:?}",
+            String::from_utf8_lossy(&head)
+        );
         for i in 0..8 {
             let sent = async {
                 tls.write_all(&[b'x'; 16384]).await?;
@@ -248,12 +254,15 @@ async fn a_413_reaches_a_client_still_sending_its_body() {
                 panic!("round {round}: reset while still sending (write {i}): {e}");
             }
         }
-        let head = read_until(&mut tls, b"\r\n\r\n").await;
-        assert!(
-            head.starts_with(b"HTTP/1.1 413"),
-            "round {round}: {:?}",
-            String::from_utf8_lossy(&head)
-        );
+        // The end of the connection is an end of stream, not a reset.
+        let mut rest = Vec::new();
+        match tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                panic!("round {round}: the connection was reset after the 413: {e}")
+            }
+            Ok(_) => {}
+            Err(_) => panic!("round {round}: the connection was never closed after the 413"),
+        }
     }
 }
 
@@ -668,13 +677,31 @@ async fn an_idle_keep_alive_connection_is_parked_and_served_again() {
     }
 }
 
+/// Waits until `/metrics` reads `tlsfront_parked_connections {n}`.
+async fn wait_for_parked(admin: u16, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = plain_get(admin, "/metrics").await;
+        if metrics.contains(&format!("tlsfront_parked_connections {n}\n")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: parked connections never read {n}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Parking never cuts a request in two: a head that stops halfway for
 /// longer than the parking delay (a lost segment's retransmission, a slow
-/// link) on a kept-alive connection is still read to its end and answered.
+/// link) on a kept-alive (and parked) connection is still read to its end
+/// and answered, and the connection is not parked in the middle of it.
 #[tokio::test]
 async fn a_request_head_that_pauses_halfway_is_not_cut_by_parking() {
     let up = Upstream::start().await;
-    let proxy = Proxy::start("", up.addr);
+    let proxy = Proxy::start("[admin]\nlisten = \"127.0.0.1:0\"\n", up.addr);
+    let admin = proxy.admin_port();
     let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
     tls.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
@@ -685,12 +712,21 @@ async fn a_request_head_that_pauses_halfway_is_not_cut_by_parking() {
         "{}",
         String::from_utf8_lossy(&first)
     );
-    // Idle past the parking delay (0.5 s), then half a head, a pause past
-    // it again, and the rest.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Parked, then half a head, a pause past the parking delay (0.5 s)
+    // during which it must stay unparked, and the rest.
+    wait_for_parked(admin, 1, "before the half head").await;
     tls.write_all(b"GET /echo/second HTTP/1.1\r\nHo").await.unwrap();
     tls.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for_parked(admin, 0, "woken by the half head").await;
+    let pause = Instant::now();
+    while pause.elapsed() < Duration::from_millis(1500) {
+        let (_, metrics) = plain_get(admin, "/metrics").await;
+        assert!(
+            metrics.contains("tlsfront_parked_connections 0\n"),
+            "parked in the middle of a request head:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tls.write_all(b"st: localhost\r\n\r\n").await.unwrap();
     let second = read_until(&mut tls, b"/echo/second").await;
     assert!(
@@ -906,7 +942,11 @@ async fn the_rest_of_a_body_after_a_pause_is_never_taken_for_a_request() {
 #[tokio::test]
 async fn a_byte_that_wakes_a_parked_connection_does_not_extend_its_deadline() {
     let up = Upstream::start().await;
-    let proxy = Proxy::start("[limits]\nheader_read_timeout = \"4s\"\n", up.addr);
+    let proxy = Proxy::start(
+        "[limits]\nheader_read_timeout = \"4s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        up.addr,
+    );
+    let admin = proxy.admin_port();
     let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
     tls.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
@@ -918,7 +958,9 @@ async fn a_byte_that_wakes_a_parked_connection_does_not_extend_its_deadline() {
         String::from_utf8_lossy(&first)
     );
     let answered = Instant::now();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // The byte must wake a parked connection, not one hyper still holds.
+    wait_for_parked(admin, 1, "before the byte").await;
+    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(answered.elapsed())).await;
     tls.write_all(b"G").await.unwrap();
     tls.flush().await.unwrap();
     let mut buf = [0u8; 256];

@@ -113,14 +113,23 @@ url = "http://{c}"
             }
         }
     }
-    // A forged prefix from an untrusted client never reaches an app.
+    // A forged prefix from an untrusted client never reaches an app: the
+    // mounted one gets exactly tlsfront's, the unmounted one none.
     let mut client = Client::connect(&proxy, false).await;
-    let mut forged = req(&proxy, "app.example", "/x", false);
-    forged
-        .headers_mut()
-        .insert("x-forwarded-prefix", "/evil".parse().unwrap());
-    let (_, body) = client.text(forged).await;
-    assert!(!body.contains("/evil"), "{body}");
+    for (path, app, expected) in [("/admin/x", b.addr, vec!["/admin"]), ("/x", a.addr, vec![])] {
+        let mut forged = req(&proxy, "app.example", path, false);
+        forged
+            .headers_mut()
+            .insert("x-forwarded-prefix", "/evil".parse().unwrap());
+        let (parts, body) = client.text(forged).await;
+        assert_eq!(parts.status, 200, "{path}: {body}");
+        assert_eq!(which(&body), app.to_string(), "{path}");
+        assert_eq!(
+            echoed(&echoed_headers(&body), "x-forwarded-prefix"),
+            expected,
+            "{path}: {body}"
+        );
+    }
 }
 
 /// Only the first route that matches on the normalised path takes the

@@ -6,16 +6,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Proxy;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 /// A CA that signs the test certificates; clients trust it.
 struct TestCa {
@@ -86,67 +82,9 @@ fn start(config: &str) -> Proxy {
     Proxy::start_with_args(config, &["--upstream", "http://127.0.0.1:9"])
 }
 
-/// Accepts any certificate (after checking the handshake signature against
-/// it), so that a test can see which one is served for any SNI.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// The certificate served to a client sending `sni` (or no SNI), from a
-/// fresh client each time so no session is resumed.
+/// The certificate served to a client sending `sni` (or no SNI).
 async fn served(port: u16, sni: Option<&str>) -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    config.enable_sni = sni.is_some();
-    let name = ServerName::try_from(sni.unwrap_or("no-sni.invalid").to_string()).unwrap();
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let tls = tokio::time::timeout(
-        Duration::from_secs(10),
-        TlsConnector::from(Arc::new(config)).connect(name, tcp),
-    )
-    .await
-    .expect("handshake within 10 s")
-    .expect("TLS handshake");
-    tls.get_ref().1.peer_certificates().unwrap()[0].as_ref().to_vec()
+    common::served_leaf(port, sni).await.expect("TLS handshake")
 }
 
 /// A handshake as a browser does it: SNI `name`, the chain verified against
