@@ -135,6 +135,28 @@ pub struct ParkingStream {
     parking: Arc<Parking>,
     /// An end of stream was made up to park.
     ended_to_park: bool,
+    /// What hyper's writes and flushes left behind.
+    writes: WriteState,
+    /// The last four bytes hyper received.
+    tail: u32,
+}
+
+const BLANK_LINE: u32 = u32::from_be_bytes(*b"\r\n\r\n");
+
+/// The last four bytes received, after `bytes` came in behind `tail`: a
+/// blank line split over reads (`"\r\n\r"` then `"\n"`) is still seen.
+fn shift_tail(tail: u32, bytes: &[u8]) -> u32 {
+    bytes[bytes.len().saturating_sub(4)..]
+        .iter()
+        .fold(tail, |t, &b| (t << 8) | u32::from(b))
+}
+
+/// What hyper's writes and flushes did, as far as parking and
+/// `limits.send_timeout` care. Pure (no clock, no shared state), so that
+/// its cases are tested as a table; [`ParkingStream`] applies the changes
+/// it reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WriteState {
     /// Everything written so far has been flushed to the socket: the last
     /// write-side call was a flush that completed.
     flushed: bool,
@@ -144,11 +166,67 @@ pub struct ParkingStream {
     /// flush's completion is then timed (otherwise it came in the same poll
     /// as the response's end, whose time is already kept).
     waited_since_flush: bool,
-    /// The last four bytes hyper received.
-    tail: u32,
 }
 
-const BLANK_LINE: u32 = u32::from_be_bytes(*b"\r\n\r\n");
+/// Changes the serving task must learn of; shared state is touched only on
+/// these (about once per response), so the hot path stays local.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct WriteChanges {
+    /// Bytes now wait for a flush (true), or a flush sent them all (false).
+    unflushed: Option<bool>,
+    /// The client stopped taking bytes (true), or took some again (false).
+    blocked: Option<bool>,
+    /// A flush completed after the socket had been full: the response's
+    /// true end, to be timed.
+    flushed_after_wait: bool,
+}
+
+impl WriteState {
+    const NEW: WriteState = WriteState {
+        flushed: true,
+        blocked: false,
+        waited_since_flush: false,
+    };
+
+    /// A write or vectored write: `progress` when it took bytes, `pending`
+    /// when the socket was full.
+    fn wrote(&mut self, progress: bool, pending: bool) -> WriteChanges {
+        let mut changes = WriteChanges::default();
+        if self.flushed {
+            self.flushed = false;
+            changes.unflushed = Some(true);
+        }
+        self.track_blocking(progress, pending, &mut changes);
+        changes
+    }
+
+    /// A flush: `done` when it completed, `pending` when it must wait.
+    fn flush(&mut self, done: bool, pending: bool) -> WriteChanges {
+        let mut changes = WriteChanges::default();
+        if done && !self.flushed {
+            self.flushed = true;
+            changes.unflushed = Some(false);
+            changes.flushed_after_wait = std::mem::take(&mut self.waited_since_flush);
+        } else if pending && self.flushed {
+            // rustls holds bytes of its own (a post-handshake message).
+            self.flushed = false;
+            changes.unflushed = Some(true);
+        }
+        self.track_blocking(done, pending, &mut changes);
+        changes
+    }
+
+    fn track_blocking(&mut self, progress: bool, pending: bool, changes: &mut WriteChanges) {
+        if pending && !self.blocked {
+            self.blocked = true;
+            self.waited_since_flush = true;
+            changes.blocked = Some(true);
+        } else if progress && self.blocked {
+            self.blocked = false;
+            changes.blocked = Some(false);
+        }
+    }
+}
 
 impl ParkingStream {
     pub fn new(inner: TlsStream<TcpStream>, parking: Arc<Parking>) -> Self {
@@ -157,17 +235,13 @@ impl ParkingStream {
             inner: Some(inner),
             parking,
             ended_to_park: false,
-            flushed: true,
-            blocked: false,
-            waited_since_flush: false,
+            writes: WriteState::NEW,
             tail: 0,
         }
     }
 
     fn received(&mut self, bytes: &[u8]) {
-        for &b in &bytes[bytes.len().saturating_sub(4)..] {
-            self.tail = (self.tail << 8) | u32::from(b);
-        }
+        self.tail = shift_tail(self.tail, bytes);
         // New bytes: whatever was asked before them no longer holds.
         self.parking.requested.store(false, Ordering::Relaxed);
         self.parking
@@ -175,26 +249,21 @@ impl ParkingStream {
             .store(self.tail == BLANK_LINE, Ordering::Relaxed);
     }
 
-    /// Bookkeeping for a write-side call; shared state is touched only on
-    /// changes (about once per response), so the hot path stays local.
-    fn wrote(&mut self, progress: bool, pending: bool) {
-        if self.flushed {
-            self.flushed = false;
-            self.parking.unflushed.store(true, Ordering::Relaxed);
+    /// Tells the serving task what the write side's last call changed.
+    fn apply(&self, changes: WriteChanges) {
+        if let Some(unflushed) = changes.unflushed {
+            self.parking.unflushed.store(unflushed, Ordering::Relaxed);
         }
-        self.track_blocking(progress, pending);
-    }
-
-    fn track_blocking(&mut self, progress: bool, pending: bool) {
-        if pending && !self.blocked {
-            self.blocked = true;
-            self.waited_since_flush = true;
-            self.parking
+        match changes.blocked {
+            Some(true) => self
+                .parking
                 .blocked_since
-                .store(monotonic_millis().max(1), Ordering::Relaxed);
-        } else if progress && self.blocked {
-            self.blocked = false;
-            self.parking.blocked_since.store(0, Ordering::Relaxed);
+                .store(monotonic_millis().max(1), Ordering::Relaxed),
+            Some(false) => self.parking.blocked_since.store(0, Ordering::Relaxed),
+            None => {}
+        }
+        if changes.flushed_after_wait {
+            self.parking.flushed_at.store(monotonic_millis(), Ordering::Relaxed);
         }
     }
 }
@@ -234,7 +303,7 @@ impl AsyncRead for ParkingStream {
             }
             // Nothing waiting, in rustls or in the socket: a read that
             // returns no bytes is an end of stream to hyper.
-            Poll::Pending if this.flushed && this.parking.requested() && this.parking.between_messages() => {
+            Poll::Pending if this.writes.flushed && this.parking.requested() && this.parking.between_messages() => {
                 this.ended_to_park = true;
                 Poll::Ready(Ok(()))
             }
@@ -250,7 +319,10 @@ impl AsyncWrite for ParkingStream {
             return Poll::Ready(Err(gone()));
         };
         let written = Pin::new(inner).poll_write(cx, buf);
-        this.wrote(matches!(written, Poll::Ready(Ok(n)) if n > 0), written.is_pending());
+        let changes = this
+            .writes
+            .wrote(matches!(written, Poll::Ready(Ok(n)) if n > 0), written.is_pending());
+        this.apply(changes);
         written
     }
 
@@ -264,7 +336,10 @@ impl AsyncWrite for ParkingStream {
             return Poll::Ready(Err(gone()));
         };
         let written = Pin::new(inner).poll_write_vectored(cx, bufs);
-        this.wrote(matches!(written, Poll::Ready(Ok(n)) if n > 0), written.is_pending());
+        let changes = this
+            .writes
+            .wrote(matches!(written, Poll::Ready(Ok(n)) if n > 0), written.is_pending());
+        this.apply(changes);
         written
     }
 
@@ -279,18 +354,8 @@ impl AsyncWrite for ParkingStream {
                 let flushing = Pin::new(inner).poll_flush(cx);
                 // Flushing the TLS stream also sends what rustls holds.
                 let done = matches!(flushing, Poll::Ready(Ok(())));
-                if done && !this.flushed {
-                    this.flushed = true;
-                    this.parking.unflushed.store(false, Ordering::Relaxed);
-                    if std::mem::take(&mut this.waited_since_flush) {
-                        this.parking.flushed_at.store(monotonic_millis(), Ordering::Relaxed);
-                    }
-                } else if flushing.is_pending() && this.flushed {
-                    // rustls holds bytes of its own (a post-handshake message).
-                    this.flushed = false;
-                    this.parking.unflushed.store(true, Ordering::Relaxed);
-                }
-                this.track_blocking(done, flushing.is_pending());
+                let changes = this.writes.flush(done, flushing.is_pending());
+                this.apply(changes);
                 flushing
             }
             None => Poll::Ready(Ok(())),
@@ -348,3 +413,138 @@ fn trim() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The blank line that ends a head is seen however the reads split it,
+    /// and anything after it (a pipelined request, a body) undoes it.
+    #[test]
+    fn blank_line_across_split_reads() {
+        let cases: &[(&[&[u8]], bool)] = &[
+            (&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"], true),
+            (&[b"GET / HTTP/1.1\r\nHost: a\r\n\r", b"\n"], true),
+            (&[b"GET / HTTP/1.1\r\nHost: a\r\n", b"\r\n"], true),
+            (&[b"GET / HTTP/1.1\r\nHost: a\r", b"\n", b"\r", b"\n"], true),
+            (&[b"x", b"\r\n\r\n"], true),
+            (&[b"\r\n\r\n"], true),
+            (&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\nG"], false),
+            (&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"G"], false),
+            (&[b"GET / HTTP/1.1\r\nHo"], false),
+            (&[b"GET / HTTP/1.1\r\n\r", b"\nbody"], false),
+            (&[b"\r\n\r"], false),
+            (&[b"\n\r\n\r"], false),
+            (&[b"\r\n\r\n", b""], true),
+            (&[], false),
+        ];
+        for (reads, ends) in cases {
+            let tail = reads.iter().fold(0, |t, r| shift_tail(t, r));
+            assert_eq!(tail == BLANK_LINE, *ends, "{reads:?}");
+        }
+    }
+
+    /// Each write-side call, from each state: what it leaves and reports.
+    #[test]
+    fn write_bookkeeping() {
+        let state = |flushed, blocked, waited_since_flush| WriteState {
+            flushed,
+            blocked,
+            waited_since_flush,
+        };
+        let changes = |unflushed, blocked, flushed_after_wait| WriteChanges {
+            unflushed,
+            blocked,
+            flushed_after_wait,
+        };
+        // (from, call, to, reported); call: ("write"|"flush", progress/done, pending)
+        let cases = [
+            // A response written and flushed at once: one change each way.
+            (
+                WriteState::NEW,
+                ("write", true, false),
+                state(false, false, false),
+                changes(Some(true), None, false),
+            ),
+            (
+                state(false, false, false),
+                ("write", true, false),
+                state(false, false, false),
+                changes(None, None, false),
+            ),
+            (
+                state(false, false, false),
+                ("flush", true, false),
+                state(true, false, false),
+                changes(Some(false), None, false),
+            ),
+            // The client stops reading: blocked, and the flush that finally
+            // completes is the response's timed end.
+            (
+                state(false, false, false),
+                ("write", false, true),
+                state(false, true, true),
+                changes(None, Some(true), false),
+            ),
+            (
+                state(false, true, true),
+                ("write", false, true),
+                state(false, true, true),
+                changes(None, None, false),
+            ),
+            (
+                state(false, true, true),
+                ("write", true, false),
+                state(false, false, true),
+                changes(None, Some(false), false),
+            ),
+            (
+                state(false, false, true),
+                ("flush", true, false),
+                state(true, false, false),
+                changes(Some(false), None, true),
+            ),
+            (
+                state(false, true, true),
+                ("flush", false, true),
+                state(false, true, true),
+                changes(None, None, false),
+            ),
+            (
+                state(false, true, true),
+                ("flush", true, false),
+                state(true, false, false),
+                changes(Some(false), Some(false), true),
+            ),
+            // A flush with nothing written that must wait: rustls holds bytes.
+            (
+                WriteState::NEW,
+                ("flush", false, true),
+                state(false, true, true),
+                changes(Some(true), Some(true), false),
+            ),
+            // An idle flush: nothing to report.
+            (
+                WriteState::NEW,
+                ("flush", true, false),
+                WriteState::NEW,
+                changes(None, None, false),
+            ),
+            // A write that fails (neither progress nor pending) still leaves bytes unflushed.
+            (
+                WriteState::NEW,
+                ("write", false, false),
+                state(false, false, false),
+                changes(Some(true), None, false),
+            ),
+        ];
+        for (from, (call, a, b), to, reported) in cases {
+            let mut s = from;
+            let got = match call {
+                "write" => s.wrote(a, b),
+                _ => s.flush(a, b),
+            };
+            assert_eq!((s, got), (to, reported), "{call}({a}, {b}) from {from:?}");
+        }
+    }
+}
