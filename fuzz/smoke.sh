@@ -67,6 +67,8 @@ for t in $TARGETS; do
   dirs=("$work/$t" "fuzz/corpus/$t")
   [ -d "fuzz/regressions/$t" ] && dirs+=("fuzz/regressions/$t")
   args=(-max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 -timeout=25)
+  # FUZZ_RUNS: stop a target after this many runs too (fuzz/long.sh: 10^7).
+  [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
   [ -f "fuzz/dicts/$t.dict" ] && args+=(-dict="fuzz/dicts/$t.dict")
   # A fixed seed (FUZZ_SEED) makes a failure in the test command reproducible.
   [ -n "${FUZZ_SEED:-}" ] && args+=(-seed="$FUZZ_SEED")
@@ -80,6 +82,9 @@ for t in $TARGETS; do
   execs="$(awk '/stat::number_of_executed_units/ {print $2}' "$logs/$t.log" | tail -1)"
   rate="$(awk '/stat::average_exec_per_sec/ {print $2}' "$logs/$t.log" | tail -1)"
   artifact="$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$logs/$t.log" | tail -1)"
+  # Coverage (edges) when the corpus was loaded, and at the end: what this run found.
+  cov_start="$(sed -n 's/.*INITED cov: \([0-9]*\).*/\1/p' "$logs/$t.log" | head -1)"
+  cov_end="$(sed -n 's/.*DONE *cov: \([0-9]*\).*/\1/p' "$logs/$t.log" | tail -1)"
   if [ "$rc" -eq 0 ]; then
     result="ok"
   else
@@ -94,14 +99,14 @@ for t in $TARGETS; do
       echo "---- replay: RUSTC_BOOTSTRAP=1 cargo fuzz run $t $artifact"
     fi
   fi
-  rows+=("$(printf '| %-9s | %5s | %12s | %8s | %s |' "$t" "$took" "${execs:-?}" "${rate:-?}" "$result")")
+  rows+=("$(printf '| %-14s | %5s | %12s | %8s | %13s | %s |' "$t" "$took" "${execs:-?}" "${rate:-?}" "${cov_start:-?} -> ${cov_end:-?}" "$result")")
 done
 
 echo
 echo "fuzz smoke: ${SECONDS_PER_TARGET}s per target, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 [ -n "${TLSFRONT_FUZZ_KNOWN:-}" ] && echo "acknowledged findings: $TLSFRONT_FUZZ_KNOWN"
-printf '| %-9s | %5s | %12s | %8s | %s |\n' target secs execs "exec/s" result
-printf '|%s|%s|%s|%s|%s|\n' ----------- ------- -------------- ---------- --------
+printf '| %-14s | %5s | %12s | %8s | %13s | %s |\n' target secs runs "runs/s" "coverage" result
+printf '|%s|%s|%s|%s|%s|%s|\n' ---------------- ------- -------------- ---------- --------------- --------
 printf '%s\n' "${rows[@]}"
 if [ "$failed" -ne 0 ]; then
   echo "FAILED: a target crashed or a property failed (logs: $logs)"

@@ -230,6 +230,20 @@ impl PathPrefix {
                 "{s:?}: a path prefix has no query, fragment, spaces or raw non-ASCII (percent-encode them)"
             ));
         }
+        // A mounted prefix is written back into Location, Content-Location,
+        // Refresh (whose URL may be quoted) and Set-Cookie's Path (which ends
+        // at `;`): a character that is a delimiter in one of them would end
+        // or change the header's value there (found by fuzzing: `'` closed a
+        // quoted Refresh URL). Refused rather than percent-encoded on the way
+        // out: `%27` is not `'` to the route matcher (RFC 3986 keeps escapes
+        // of reserved characters distinct), so an encoded redirect would
+        // leave the mount.
+        if let Some(c) = p.chars().find(|c| "'\";,()<>\\`{}|^[]".contains(*c)) {
+            return Err(format!(
+                "{s:?}: a path prefix cannot contain {c:?} (it is a delimiter in the Refresh, Set-Cookie or Location headers the prefix is written into); percent-encode it (e.g. {:?}) or choose another name",
+                format!("%{:02X}", c as u32)
+            ));
+        }
         let normal = crate::request_path::normalise_path(p);
         if normal != p.trim_end_matches('/') && normal != p {
             return Err(format!(

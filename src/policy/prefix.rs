@@ -288,4 +288,30 @@ mod tests {
         assert_eq!(h["x-other"], "/login");
         assert_eq!(prefix_response(&mut h, "/admin", "app.example"), 0);
     }
+
+    /// The fuzz finding of issue 26 (`fuzz/regressions/prefix/`): a prefix
+    /// with `'` closed a quoted Refresh URL. The config now refuses it (see
+    /// `PathPrefix::parse`); its percent-encoded form is written into every
+    /// header as it is, and a second pass changes nothing.
+    #[test]
+    fn a_quote_in_a_prefix_is_refused_and_its_escape_is_safe() {
+        use crate::config::PathPrefix;
+        for bad in ["/a'b", "/a\"b", "/a;b", "/a,b", "/a(b)"] {
+            let e = PathPrefix::parse(bad).unwrap_err();
+            assert!(e.contains("cannot contain"), "{bad}: {e}");
+        }
+        let prefix = PathPrefix::parse("/a%27b").unwrap();
+        let prefix = prefix.as_str();
+        let mut h = HeaderMap::new();
+        h.insert(REFRESH.clone(), HeaderValue::from_static("0;$uurl='/b=;;iLa"));
+        h.insert(LOCATION, HeaderValue::from_static("/b"));
+        h.append(SET_COOKIE, HeaderValue::from_static("s=1; Path=/"));
+        prefix_response(&mut h, prefix, "app.example");
+        assert_eq!(h[&REFRESH], "0;$uurl='/a%27b/b=;;iLa");
+        assert_eq!(h[LOCATION], "/a%27b/b");
+        assert_eq!(h[SET_COOKIE], "s=1; Path=/a%27b");
+        let once = h.clone();
+        assert_eq!(prefix_response(&mut h, prefix, "app.example"), 0);
+        assert_eq!(h, once);
+    }
 }
