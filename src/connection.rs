@@ -35,6 +35,8 @@ pub struct RequestTracker {
     in_flight: std::sync::atomic::AtomicUsize,
     last_done: std::sync::atomic::AtomicU64,
     body_unread: std::sync::atomic::AtomicBool,
+    /// When the first bytes since the last response ended arrived (0: none).
+    head_since: std::sync::atomic::AtomicU64,
 }
 
 impl RequestTracker {
@@ -63,6 +65,25 @@ impl RequestTracker {
 
     pub(crate) fn set_body_unread(&self, unread: bool) {
         self.body_unread.store(unread, Ordering::Relaxed);
+    }
+
+    /// Bytes came in from the client. The first since the last response
+    /// ended start the next request head, which `limits.header_read_timeout`
+    /// bounds from then on.
+    pub fn bytes_arrived(&self) {
+        let since = self.head_since.load(Ordering::Relaxed);
+        if since == 0 || since < self.last_done.load(Ordering::Relaxed) {
+            self.head_since.store(monotonic_millis().max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// With no request in flight: since when the next request head has been
+    /// coming in (its first bytes, or `answered`, the last response's real
+    /// end, when they came while it was still being sent); `None` when the
+    /// connection is plainly idle.
+    pub fn head_since(&self, answered: u64) -> Option<u64> {
+        let since = self.head_since.load(Ordering::Relaxed);
+        (since != 0 && since >= self.last_done.load(Ordering::Relaxed)).then(|| since.max(answered))
     }
 
     /// The latest request's body was read to its end.

@@ -35,18 +35,19 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::clock::monotonic_millis;
-use crate::connection::RequestTracker;
+use crate::connection::{Connection, RequestTracker};
 
 /// How long a kept-alive HTTP/1.1 connection stays idle before it is parked.
 /// Busy connections never reach it, so their buffers are reused.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
 
 /// Shared between the stream hyper reads and the task serving the connection.
-#[derive(Default)]
 pub struct Parking {
     /// The connection may be parked (HTTP/1.1; an HTTP/2 connection only
     /// uses the write-side bookkeeping).
     parks: bool,
+    /// The connection's requests: bytes that arrive start a request head.
+    conn: Arc<Connection>,
     /// Set by the serving task: park at the next read that would wait.
     requested: AtomicBool,
     /// The last bytes hyper received end with a blank line.
@@ -74,10 +75,16 @@ pub struct Returned {
 
 impl Parking {
     /// For a connection that speaks HTTP/1.1 (`parks`) or HTTP/2.
-    pub fn new(parks: bool) -> Self {
+    pub fn new(parks: bool, conn: Arc<Connection>) -> Self {
         Parking {
             parks,
-            ..Parking::default()
+            conn,
+            requested: AtomicBool::default(),
+            between_messages: AtomicBool::default(),
+            returned: Mutex::default(),
+            unflushed: AtomicBool::default(),
+            flushed_at: AtomicU64::default(),
+            blocked_since: AtomicU64::default(),
         }
     }
 
@@ -242,6 +249,7 @@ impl ParkingStream {
 
     fn received(&mut self, bytes: &[u8]) {
         self.tail = shift_tail(self.tail, bytes);
+        self.parking.conn.requests.bytes_arrived();
         // New bytes: whatever was asked before them no longer holds.
         self.parking.requested.store(false, Ordering::Relaxed);
         self.parking

@@ -935,15 +935,63 @@ async fn the_rest_of_a_body_after_a_pause_is_never_taken_for_a_request() {
     );
 }
 
-/// A parked connection woken by a byte keeps its keep-alive deadline: the
-/// wait for the next request head stays bounded by `header_read_timeout`
-/// from the last response (hyper's own header timer would start afresh on
-/// the new connection hyper is given, stretching it to almost twice that).
+/// An idle HTTP/1.1 keep-alive connection lives for `idle_timeout` (60 s
+/// by default), not `header_read_timeout`: after 20 s of idleness (parked)
+/// the next request is served on the same TLS session, no new handshake.
 #[tokio::test]
-async fn a_byte_that_wakes_a_parked_connection_does_not_extend_its_deadline() {
+async fn an_idle_keep_alive_connection_lives_for_idle_timeout() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[admin]\nlisten = \"127.0.0.1:0\"\n", up.addr);
+    let admin = proxy.admin_port();
+    let mut c = Client::connect(&proxy, false).await;
+    let (parts, _) = c.text(get(&proxy, "/echo", false).body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 200);
+    wait_for_parked(admin, 1, "idle").await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (parts, body) = c.text(get(&proxy, "/echo/again", false).body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 200, "{body}");
+    let (_, metrics) = plain_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("tlsfront_tls_handshakes_total 1\n"),
+        "a new handshake:\n{metrics}"
+    );
+}
+
+/// `idle_timeout` closes an idle HTTP/1.1 connection, parked or not, that
+/// long after its last response (3 s here; header_read_timeout is 10 s).
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_idle_timeout() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("[limits]\nidle_timeout = \"3s\"\n", up.addr);
+    let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
+    tls.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_until(&mut tls, b"/echo").await;
+    assert!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    let answered = Instant::now();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(15), tls.read(&mut buf)).await;
+    let after = answered.elapsed();
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    assert!(
+        after >= Duration::from_millis(2800) && after < Duration::from_millis(5000),
+        "closed {after:?} after the last response, idle_timeout is 3 s"
+    );
+}
+
+/// A request head that starts after an idle pause is bounded by
+/// `header_read_timeout` from its first byte (slowloris on a kept-alive,
+/// parked connection), not by `idle_timeout` and not from the last response.
+#[tokio::test]
+async fn a_head_after_an_idle_pause_is_bounded_from_its_first_byte() {
     let up = Upstream::start().await;
     let proxy = Proxy::start(
-        "[limits]\nheader_read_timeout = \"4s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[limits]\nheader_read_timeout = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
         up.addr,
     );
     let admin = proxy.admin_port();
@@ -957,21 +1005,33 @@ async fn a_byte_that_wakes_a_parked_connection_does_not_extend_its_deadline() {
         "{}",
         String::from_utf8_lossy(&first)
     );
-    let answered = Instant::now();
-    // The byte must wake a parked connection, not one hyper still holds.
-    wait_for_parked(admin, 1, "before the byte").await;
-    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(answered.elapsed())).await;
-    tls.write_all(b"G").await.unwrap();
+    wait_for_parked(admin, 1, "idle").await;
+    // Idle for longer than header_read_timeout: still open.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    tls.write_all(b"GET /echo/slow HTTP/1.1\r\n").await.unwrap();
     tls.flush().await.unwrap();
-    let mut buf = [0u8; 256];
-    let closed = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await;
-    let after = answered.elapsed();
-    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
-    // 4 s, then up to a second for hyper to let go of the half head; a
-    // fresh header timer would have made it 7.5 s.
+    let head_started = Instant::now();
+    let mut closed_after = None;
+    for i in 0..40 {
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(250), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(head_started.elapsed());
+                break;
+            }
+            Ok(Ok(n)) => panic!("an answer to half a head: {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+        if tls.write_all(format!("X-{i}: a\r\n").as_bytes()).await.is_err() {
+            closed_after = Some(head_started.elapsed());
+            break;
+        }
+        let _ = tls.flush().await;
+    }
+    let after = closed_after.expect("a trickled head must be cut off");
     assert!(
-        after < Duration::from_millis(6300),
-        "closed {after:?} after the last response"
+        after >= Duration::from_millis(1800) && after < Duration::from_millis(4000),
+        "closed {after:?} after the head's first byte, header_read_timeout is 2 s"
     );
 }
 

@@ -73,7 +73,11 @@ pub(super) fn build_generation(
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Off: it runs from when hyper starts waiting, which on a kept-alive
+        // connection is the end of the last response; `serve::drive` times
+        // heads itself, from accept for the first and from its first byte
+        // for every later one, and idle connections by limits.idle_timeout.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_request_header_bytes.max(8192) + 1024)
         .keep_alive(true);
     let mut http2 = http2::Builder::new(TokioExecutor::new());

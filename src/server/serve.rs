@@ -108,7 +108,7 @@ pub(super) async fn serve_tls(
     // stream back when hyper lets go of it: to park an idle HTTP/1.1
     // connection without hyper's buffers (see `park`), or to close it the
     // lingering way (see `linger`).
-    let parking = Arc::new(Parking::new(!speaks_h2));
+    let parking = Arc::new(Parking::new(!speaks_h2, conn.clone()));
     let mut shutdown = shutdown;
     let mut stream = tls;
     loop {
@@ -183,9 +183,9 @@ pub(super) async fn serve_tls(
 }
 
 /// A parked connection waits for its client's next bytes (true), or is
-/// closed (false): idle past its deadline, or tlsfront shutting down. The
-/// deadline is the one hyper's header timer kept while it held the
-/// connection: the smaller of `header_read_timeout` and `idle_timeout`.
+/// closed (false): idle for `idle_timeout` since its last response, or
+/// tlsfront shutting down. (The bytes that wake it start the next head,
+/// which `header_read_timeout` bounds from then on.)
 pub(super) async fn wait_parked(
     stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
     conn: &Connection,
@@ -193,7 +193,7 @@ pub(super) async fn wait_parked(
     deadlines: Deadlines,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
-    let keep = deadlines.first_request.min(deadlines.idle);
+    let keep = deadlines.idle;
     let answered = parking.answered(&conn.requests);
     let waited = Duration::from_millis(monotonic_millis().saturating_sub(answered));
     let woken = match keep.checked_sub(waited) {
@@ -319,21 +319,27 @@ where
                 // and rustls' buffers, not when its body was handed over.
                 let busy = requests.in_flight() > 0 || stream.unflushed();
                 let answered = stream.answered(requests);
-                let (since, limit, why) = if requests.started() == 0 {
-                    (opened, first_request, "no request within limits.header_read_timeout")
+                // `between`: an HTTP/1.1 connection idle between requests,
+                // the one kind that parks.
+                let (since, limit, why, between) = if requests.started() == 0 {
+                    (opened, first_request, "no request within limits.header_read_timeout", false)
                 } else if !busy {
                     if may_park && !requests.body_left_unread() {
-                        // HTTP/1.1 between requests: hyper's header timer
-                        // runs from the last response too, but restarts on a
-                        // connection unparked by a byte; this keeps the
-                        // deadline where it was.
-                        (
-                            answered,
-                            idle.min(first_request),
-                            "idle for limits.idle_timeout or limits.header_read_timeout",
-                        )
+                        // HTTP/1.1 between requests: idle_timeout from the
+                        // last response; header_read_timeout from the first
+                        // byte of the next head (hyper's own header timer is
+                        // off: it would run from the last response).
+                        match requests.head_since(answered) {
+                            Some(head) => (
+                                head,
+                                first_request,
+                                "request head not complete within limits.header_read_timeout",
+                                false,
+                            ),
+                            None => (answered, idle, "idle for limits.idle_timeout", true),
+                        }
                     } else {
-                        (answered, idle, "idle for limits.idle_timeout")
+                        (answered, idle, "idle for limits.idle_timeout", false)
                     }
                 } else {
                     let next = if may_park { PARK_AFTER } else { idle };
@@ -354,7 +360,7 @@ where
                     // Not while the client may still be sending the last
                     // request's body (answered before it was read): a
                     // blank line inside a body is no message boundary.
-                    if requests.started() > 0 && !requests.body_left_unread() {
+                    if between {
                         if waited < PARK_AFTER {
                             next = next.min(PARK_AFTER - waited);
                         } else if stream.between_messages() {
