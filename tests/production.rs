@@ -1269,3 +1269,98 @@ async fn reload_says_what_needs_a_restart() {
         .to_string();
     assert_eq!(first, "session=abc123; Path=/; Secure; HttpOnly; SameSite=Lax");
 }
+
+/// `limits.shutdown_delay`: after SIGTERM, /readyz and /healthz answer 503
+/// at once while tlsfront keeps accepting and serving: a new connection 1 s
+/// after SIGTERM (delay 2 s) gets its 200. Then it stops accepting, drains
+/// and exits 0, and the log tells each step with counts.
+#[tokio::test]
+async fn shutdown_delay_keeps_serving_while_readyz_says_503() {
+    let up = Upstream::start().await;
+    let mut proxy = Proxy::start(
+        "[limits]\nshutdown_delay = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        up.addr,
+    );
+    let admin = proxy.admin_port();
+    assert_eq!(plain_get(admin, "/readyz").await.0, 200);
+    proxy.signal("TERM");
+    let signalled = Instant::now();
+    proxy.wait_for_log("still accepting and serving", Duration::from_secs(5));
+    assert_eq!(plain_get(admin, "/readyz").await.0, 503);
+    let (status, body) = plain_get(admin, "/healthz").await;
+    assert_eq!((status, body.as_str()), (503, "shutting down\n"));
+    tokio::time::sleep(Duration::from_secs(1).saturating_sub(signalled.elapsed())).await;
+    let mut c = Client::connect(&proxy, false).await;
+    let (parts, body) = c.text(get(&proxy, "/echo", false).body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 200, "a request 1 s after SIGTERM: {body}");
+    drop(c);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = proxy.wait_for_exit(Duration::from_secs(15));
+        (status, proxy.log())
+    })
+    .await
+    .unwrap();
+    let (status, log) = status;
+    assert!(status.success(), "{status:?}\n{log}");
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "exited {took:?} after SIGTERM, before shutdown_delay"
+    );
+    for step in [
+        "still accepting and serving for limits.shutdown_delay = 2s",
+        "shutting down: no new connections",
+        "drained: every connection closed",
+    ] {
+        assert!(log.contains(step), "{step} not logged:\n{log}");
+    }
+}
+
+/// A second SIGTERM ends the shutdown delay at once.
+#[tokio::test]
+async fn a_second_signal_skips_the_shutdown_delay() {
+    let up = Upstream::start().await;
+    let mut proxy = Proxy::start("[limits]\nshutdown_delay = \"60s\"\n", up.addr);
+    proxy.signal("TERM");
+    proxy.wait_for_log("still accepting and serving", Duration::from_secs(5));
+    let second = Instant::now();
+    proxy.signal("INT");
+    let (status, log) = tokio::task::spawn_blocking(move || {
+        let status = proxy.wait_for_exit(Duration::from_secs(20));
+        (status, proxy.log())
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(second.elapsed() < Duration::from_secs(10), "{:?}", second.elapsed());
+    assert!(log.contains("the rest of shutdown_delay skipped"), "{log}");
+}
+
+/// A connection accepted before the listener closed, whose first request
+/// arrives just after the drain began, is served, then closed (HTTP/1.1 and
+/// HTTP/2); before the fix it was closed idle and the request got nothing.
+#[tokio::test]
+async fn a_request_already_on_its_way_at_shutdown_is_served() {
+    let up = Upstream::start().await;
+    let mut proxy = Proxy::start("", up.addr);
+    let mut h1 = tls_stream(&proxy, &[b"http/1.1"]).await;
+    let mut h2 = Client::connect(&proxy, true).await;
+    proxy.signal("TERM");
+    proxy.wait_for_log("shutting down: no new connections", Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h1.write_all(b"GET /echo/late HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), h1.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "HTTP/1.1: {answer:?}");
+    assert!(answer.contains("/echo/late"), "{answer}");
+    let (parts, body) = h2.text(get(&proxy, "/echo/late2", true).body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 200, "HTTP/2: {body}");
+    drop(h2);
+    let status = tokio::task::spawn_blocking(move || proxy.wait_for_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -88,6 +88,11 @@ pub struct Limits {
     /// Grace period for in-flight requests on SIGTERM / SIGINT.
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
+    /// After SIGTERM/SIGINT, how long tlsfront keeps accepting and serving
+    /// while `/readyz` and `/healthz` answer 503 (a load balancer's time to
+    /// notice), before it stops accepting and drains.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_delay: Duration,
 }
 
 impl Default for Log {
@@ -113,6 +118,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }

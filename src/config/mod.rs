@@ -396,6 +396,7 @@ impl fmt::Display for Config {
         writeln!(f, "header_read_timeout = \"{}\"", dur(m.header_read_timeout))?;
         writeln!(f, "send_timeout = \"{}\"", dur(m.send_timeout))?;
         writeln!(f, "shutdown_timeout = \"{}\"", dur(m.shutdown_timeout))?;
+        writeln!(f, "shutdown_delay = \"{}\"", dur(m.shutdown_delay))?;
         writeln!(f, "\n[admin]")?;
         writeln!(
             f,

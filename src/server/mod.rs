@@ -76,7 +76,7 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
 
     // Signal handlers before the "listening" line: a signal sent as soon as
     // tlsfront says it is up must not meet the default action (exit).
-    let stop = shutdown_signal();
+    let mut stop = StopSignals::register();
     let reloader = reload::watch(
         Arc::new(state::Reloader {
             server: server.clone(),
@@ -138,19 +138,43 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
     tokio::spawn(crate::acme::manage(server.clone(), challenges));
     tokio::spawn(park::give_back_freed_memory());
 
-    stop.await;
+    stop.next().await;
+    // Not ready from now on: /readyz and /healthz answer 503.
     server.shutting_down.store(true, Ordering::Relaxed);
-    let grace = server.current().config.limits.shutdown_timeout;
+    let limits = server.current().config.limits.clone();
+    let open = || server.telemetry.metrics.open_connections.get();
+    if !limits.shutdown_delay.is_zero() {
+        tracing::info!(
+            "shutting down: /readyz and /healthz answer 503; still accepting and serving for limits.shutdown_delay = {} ({} connections open; a second SIGTERM/SIGINT skips the wait)",
+            humantime::format_duration(limits.shutdown_delay),
+            open()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(limits.shutdown_delay) => {}
+            _ = stop.next() => tracing::info!("second signal: the rest of shutdown_delay skipped"),
+        }
+    }
+    let grace = limits.shutdown_timeout;
     tracing::info!(
-        "shutting down: no new connections; waiting up to {} for in-flight requests",
-        humantime::format_duration(grace)
+        "shutting down: no new connections; waiting up to {} for in-flight requests ({} connections open)",
+        humantime::format_duration(grace),
+        open()
     );
+    let draining = std::time::Instant::now();
     let _ = shutdown_tx.send(true);
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!("shutdown_timeout reached with connections still open; closing them");
+        tracing::warn!(
+            "shutdown_timeout reached with {} connections still open; closing them",
+            open()
+        );
         let _ = shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_millis(250), tracker.wait()).await;
+    } else {
+        tracing::info!(
+            "drained: every connection closed after {:.1} s",
+            draining.elapsed().as_secs_f64()
+        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -179,25 +203,38 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
-/// Registers the SIGTERM/SIGINT handlers now; the future ends at the first signal.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+/// SIGTERM and SIGINT, registered when made: a signal sent as soon as
+/// tlsfront says it is up must not meet the default action (exit).
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
-        async move {
-            let (Ok(mut term), Ok(mut int)) = handlers else {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let handlers = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => None,
             };
+            StopSignals { handlers }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((term, int)) = self.handlers.as_mut() {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -243,6 +243,9 @@ pub(super) async fn linger(mut tls: tokio_rustls::server::TlsStream<TcpStream>) 
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
+/// How often a draining connection looks whether its first request began.
+const DRAIN_CHECK: Duration = Duration::from_millis(50);
+
 /// When an open connection is closed for lack of requests.
 #[derive(Clone, Copy)]
 pub(super) struct Deadlines {
@@ -285,6 +288,9 @@ where
         first_check
     };
     let mut check_at = tokio::time::Instant::now() + first_check;
+    // Shutting down, but a request is on its way: (requests started when the
+    // drain began, since when it has been coming).
+    let mut draining: Option<(u64, u64)> = None;
     let closing = loop {
         tokio::select! {
             res = connection.as_mut() => {
@@ -299,10 +305,47 @@ where
                 }
                 return Ended::Normally;
             }
-            _ = shutdown.changed() => break None,
+            _ = shutdown.changed() => {
+                // A second change: shutdown_timeout ran out.
+                if draining.is_some() {
+                    return Ended::Normally;
+                }
+                // A connection that has started no request yet, or whose
+                // next head is coming in, was accepted before the listener
+                // closed: its request is on its way (a balancer that had
+                // not noticed the drain yet sent it), so it is served
+                // before the connection closes, within header_read_timeout.
+                let requests = &conn.requests;
+                let answered = stream.answered(requests);
+                let on_its_way = if requests.started() == 0 {
+                    Some(opened)
+                } else if requests.in_flight() == 0 && !stream.unflushed() {
+                    requests.head_since(answered)
+                } else {
+                    None
+                };
+                match on_its_way {
+                    Some(since) => {
+                        draining = Some((requests.started(), since));
+                        check_at = tokio::time::Instant::now();
+                        continue;
+                    }
+                    None => break None,
+                }
+            }
             _ = tokio::time::sleep_until(check_at) => {
                 let now = monotonic_millis();
                 let requests = &conn.requests;
+                if let Some((started, since)) = draining {
+                    // Its request began (graceful shutdown lets it finish),
+                    // or none came within header_read_timeout.
+                    let waited = Duration::from_millis(now.saturating_sub(since));
+                    if requests.started() > started || waited >= first_request {
+                        break None;
+                    }
+                    check_at = tokio::time::Instant::now() + DRAIN_CHECK;
+                    continue;
+                }
                 // A client that takes none of what waits for it (a response,
                 // or a GOAWAY) would hold the connection, and the app's
                 // worker behind it, for ever.
