@@ -935,6 +935,21 @@ async fn the_rest_of_a_body_after_a_pause_is_never_taken_for_a_request() {
     );
 }
 
+/// A new HTTP/1.1 connection that has had one request answered (200).
+async fn kept_alive_after_one_request(proxy: &Proxy) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut tls = tls_stream(proxy, &[b"http/1.1"]).await;
+    tls.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_until(&mut tls, b"/echo").await;
+    assert!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    tls
+}
+
 /// An idle HTTP/1.1 keep-alive connection lives for `idle_timeout` (60 s
 /// by default), not `header_read_timeout`: after 20 s of idleness (parked)
 /// the next request is served on the same TLS session, no new handshake.
@@ -963,16 +978,7 @@ async fn an_idle_keep_alive_connection_lives_for_idle_timeout() {
 async fn an_idle_keep_alive_connection_is_closed_at_idle_timeout() {
     let up = Upstream::start().await;
     let proxy = Proxy::start("[limits]\nidle_timeout = \"3s\"\n", up.addr);
-    let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
-    tls.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let first = read_until(&mut tls, b"/echo").await;
-    assert!(
-        first.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&first)
-    );
+    let mut tls = kept_alive_after_one_request(&proxy).await;
     let answered = Instant::now();
     let mut buf = [0u8; 256];
     let closed = tokio::time::timeout(Duration::from_secs(15), tls.read(&mut buf)).await;
@@ -995,16 +1001,7 @@ async fn a_head_after_an_idle_pause_is_bounded_from_its_first_byte() {
         up.addr,
     );
     let admin = proxy.admin_port();
-    let mut tls = tls_stream(&proxy, &[b"http/1.1"]).await;
-    tls.write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let first = read_until(&mut tls, b"/echo").await;
-    assert!(
-        first.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&first)
-    );
+    let mut tls = kept_alive_after_one_request(&proxy).await;
     wait_for_parked(admin, 1, "idle").await;
     // Idle for longer than header_read_timeout: still open.
     tokio::time::sleep(Duration::from_secs(5)).await;
