@@ -47,6 +47,9 @@ FUZZ_SEED=1 CARGO_BUILD_JOBS="$(nproc)" bash fuzz/smoke.sh 10
 echo "== docker: Dockerfile and compose lint (no Docker engine needed)"
 bash docker/lint.sh
 
+echo "== kubernetes: deploy/kubernetes rendered (kubectl kustomize) and validated (kubernetes-validate); no cluster, not run"
+bash deploy/kubernetes/validate.sh
+
 echo "== npm packages of the Express sample app (pinned by package-lock.json)"
 npm ci --prefix tests/apps/express_app --no-audit --no-fund --loglevel=error
 
