@@ -73,10 +73,18 @@ impl Storage {
         let parent = path.parent().unwrap_or(&self.dir);
         create_private_dir(&self.dir)?;
         create_private_dir(parent)?;
+        // Unique across processes sharing the storage: the pid alone is not
+        // (every container's tlsfront is pid 1), so the time and a counter
+        // are in the name too.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let tmp = parent.join(format!(
-            ".{}.{}.tmp",
+            ".{}.{}.{nanos}.{}.tmp",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-            std::process::id()
+            std::process::id(),
+            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         {
             let mut f = private_file(&tmp)?;
