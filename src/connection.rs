@@ -35,8 +35,11 @@ pub struct RequestTracker {
     in_flight: std::sync::atomic::AtomicUsize,
     last_done: std::sync::atomic::AtomicU64,
     body_unread: std::sync::atomic::AtomicBool,
-    /// When the first bytes since the last response ended arrived (0: none).
+    /// When the first bytes of the next request head arrived (0: none yet)...
     head_since: std::sync::atomic::AtomicU64,
+    /// ... and how many requests had started then: once one more has, those
+    /// bytes were its head, not the next one's.
+    head_for: std::sync::atomic::AtomicU64,
 }
 
 impl RequestTracker {
@@ -70,9 +73,17 @@ impl RequestTracker {
     /// Bytes came in from the client. The first since the last response
     /// ended start the next request head, which `limits.header_read_timeout`
     /// bounds from then on.
+    ///
+    /// Counted by requests, not by time: a head and its response's end can
+    /// fall in the same millisecond. Bytes that come while a request is in
+    /// flight (its body, a pipelined head) start nothing.
     pub fn bytes_arrived(&self) {
-        let since = self.head_since.load(Ordering::Relaxed);
-        if since == 0 || since < self.last_done.load(Ordering::Relaxed) {
+        if self.in_flight.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        let started = self.started.load(Ordering::Relaxed);
+        if self.head_since.load(Ordering::Relaxed) == 0 || self.head_for.load(Ordering::Relaxed) != started {
+            self.head_for.store(started, Ordering::Relaxed);
             self.head_since.store(monotonic_millis().max(1), Ordering::Relaxed);
         }
     }
@@ -83,7 +94,8 @@ impl RequestTracker {
     /// connection is plainly idle.
     pub fn head_since(&self, answered: u64) -> Option<u64> {
         let since = self.head_since.load(Ordering::Relaxed);
-        (since != 0 && since >= self.last_done.load(Ordering::Relaxed)).then(|| since.max(answered))
+        let current = self.head_for.load(Ordering::Relaxed) == self.started.load(Ordering::Relaxed);
+        (since != 0 && current).then(|| since.max(answered))
     }
 
     /// The latest request's body was read to its end.
@@ -121,5 +133,37 @@ impl Connection {
         self.requests.started.fetch_add(1, Ordering::Relaxed);
         self.requests.in_flight.fetch_add(1, Ordering::Relaxed);
         RequestGuard(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes of a request's own head never count as the next head's,
+    /// however fast its response ends (the same millisecond included); the
+    /// first bytes after it do, and only the first.
+    #[test]
+    fn the_next_head_is_counted_by_requests_not_by_time() {
+        let conn = Arc::new(Connection::new(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        ));
+        let requests = &conn.requests;
+        requests.bytes_arrived();
+        let guard = conn.begin_request();
+        // A body, or a pipelined head, while the request is in flight.
+        requests.bytes_arrived();
+        drop(guard);
+        let answered = requests.last_done();
+        assert_eq!(requests.head_since(answered), None, "its own head is not the next one");
+        requests.bytes_arrived();
+        let since = requests.head_since(answered).expect("the next head has begun");
+        assert!(since >= answered);
+        requests.bytes_arrived();
+        assert_eq!(requests.head_since(answered), Some(since), "timed from its first bytes");
+        let guard = conn.begin_request();
+        drop(guard);
+        assert_eq!(requests.head_since(requests.last_done()), None);
     }
 }

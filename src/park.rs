@@ -249,7 +249,11 @@ impl ParkingStream {
 
     fn received(&mut self, bytes: &[u8]) {
         self.tail = shift_tail(self.tail, bytes);
-        self.parking.conn.requests.bytes_arrived();
+        // Heads are timed this way on HTTP/1.1 only (HTTP/2 streams have no
+        // idle head to wait for).
+        if self.parking.parks {
+            self.parking.conn.requests.bytes_arrived();
+        }
         // New bytes: whatever was asked before them no longer holds.
         self.parking.requested.store(false, Ordering::Relaxed);
         self.parking

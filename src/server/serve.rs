@@ -243,6 +243,10 @@ pub(super) async fn linger(mut tls: tokio_rustls::server::TlsStream<TcpStream>) 
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
+/// Why a connection that never sent a whole request head in time is closed.
+const NO_FIRST_REQUEST: &str = "no request within limits.header_read_timeout";
+const HEAD_TOO_SLOW: &str = "request head not complete within limits.header_read_timeout";
+
 /// How often a draining connection looks whether its first request began.
 const DRAIN_CHECK: Duration = Duration::from_millis(50);
 
@@ -365,7 +369,7 @@ where
                 // `between`: an HTTP/1.1 connection idle between requests,
                 // the one kind that parks.
                 let (since, limit, why, between) = if requests.started() == 0 {
-                    (opened, first_request, "no request within limits.header_read_timeout", false)
+                    (opened, first_request, NO_FIRST_REQUEST, false)
                 } else if !busy {
                     if may_park && !requests.body_left_unread() {
                         // HTTP/1.1 between requests: idle_timeout from the
@@ -376,7 +380,7 @@ where
                             Some(head) => (
                                 head,
                                 first_request,
-                                "request head not complete within limits.header_read_timeout",
+                                HEAD_TOO_SLOW,
                                 false,
                             ),
                             None => (answered, idle, "idle for limits.idle_timeout", true),
@@ -431,6 +435,12 @@ where
         }
         Some(why) => {
             tracing::debug!(peer = %conn.peer, "closing connection: {why}");
+            // A head that did not arrive in time: closed now. hyper holds a
+            // connection that is reading a head as busy, and its graceful
+            // shutdown would wait for the rest of it.
+            if why == HEAD_TOO_SLOW || why == NO_FIRST_REQUEST {
+                return Ended::Normally;
+            }
             // Nothing is in flight: a GOAWAY is a courtesy, not worth waiting for.
             let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
         }
