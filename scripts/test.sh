@@ -58,6 +58,15 @@ echo "== end-to-end: real apps (Flask, Django, Express) behind tlsfront and doct
 # runs longer than 2 minutes, with its name.
 TLSFRONT_BIN="$PWD/target/debug/tlsfront" .venv/bin/python -m pytest tests/e2e bench/test_bench.py -q --timeout 120
 
+echo "== HAProxy for the fleet test (Debian package)"
+command -v haproxy >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null)
+
+echo "== fleet: three tlsfront behind HAProxy (PROXY v2, /readyz checks), one pebble, rolling restarts under load"
+# About 2.5 minutes on 2 cores (docs/testing.md, "The fleet test"); each part
+# fails by name after 10 minutes (pytest-timeout). Numbers and logs in
+# tests/fleet/.work/ (results.json).
+TLSFRONT_BIN="$PWD/target/debug/tlsfront" .venv/bin/python -m pytest tests/fleet -q --timeout 600
+
 # ---- Docker, with a real engine (docker/test.sh) --------------------------------
 # Starts dockerd when none answers (and stops it again), builds stand-in base
 # images when no registry can be reached, builds docker/Dockerfile and runs the
