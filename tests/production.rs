@@ -1280,9 +1280,33 @@ async fn shutdown_delay_keeps_serving_while_readyz_says_503() {
     );
     let admin = proxy.admin_port();
     assert_eq!(plain_get(admin, "/readyz").await.0, 200);
+    // Kept-alive connections from before: told to come back on new ones.
+    let mut kept = Client::connect(&proxy, false).await;
+    let mut kept_h2 = Client::connect(&proxy, true).await;
+    for (c, h2) in [(&mut kept, false), (&mut kept_h2, true)] {
+        let (parts, _) = c.text(get(&proxy, "/echo", h2).body(empty()).unwrap()).await;
+        assert_eq!(parts.status, 200);
+        assert!(parts.headers.get("connection").is_none(), "{:?}", parts.headers);
+    }
     proxy.signal("TERM");
     let signalled = Instant::now();
     proxy.wait_for_log("still accepting and serving", Duration::from_secs(5));
+    let (parts, _) = kept.text(get(&proxy, "/echo", false).body(empty()).unwrap()).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(
+        parts.headers["connection"], "close",
+        "HTTP/1.1 in the delay: {:?}",
+        parts.headers
+    );
+    let Client::H2(h2) = &kept_h2 else { unreachable!() };
+    let goaway = Instant::now();
+    while !h2.is_closed() {
+        assert!(
+            goaway.elapsed() < Duration::from_secs(5),
+            "no GOAWAY on the HTTP/2 connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(plain_get(admin, "/readyz").await.0, 503);
     let (status, body) = plain_get(admin, "/healthz").await;
     assert_eq!((status, body.as_str()), (503, "shutting down\n"));

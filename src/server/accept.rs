@@ -9,26 +9,26 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::serve::serve_tls;
-use super::state::Server;
+use super::state::{reached, Phase, Server};
 
 pub(super) async fn accept_tls(
     listener: TcpListener,
     local: SocketAddr,
     server: Arc<Server>,
     connections: Arc<Semaphore>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Phase>,
 ) {
     loop {
         // At max_connections, new connections wait in the kernel's backlog.
         let permit = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = reached(&mut shutdown, Phase::Draining) => return,
             permit = connections.clone().acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => return,
             },
         };
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = reached(&mut shutdown, Phase::Draining) => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let server2 = server.clone();

@@ -105,7 +105,7 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
             ca.display()
         );
     }
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (shutdown_tx, shutdown_rx) = watch::channel(state::Phase::Serving);
     if let Some(listener) = http {
         let addr = listener.local_addr().map_err(|e| ServerError(e.to_string()))?;
         tracing::info!("listening on http://{addr} (redirects to https)");
@@ -141,6 +141,7 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
     stop.next().await;
     // Not ready from now on: /readyz and /healthz answer 503.
     server.shutting_down.store(true, Ordering::Relaxed);
+    shutdown_tx.send_replace(state::Phase::LameDuck);
     let limits = server.current().config.limits.clone();
     let open = || server.telemetry.metrics.open_connections.get();
     if !limits.shutdown_delay.is_zero() {
@@ -161,14 +162,14 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
         open()
     );
     let draining = std::time::Instant::now();
-    let _ = shutdown_tx.send(true);
+    shutdown_tx.send_replace(state::Phase::Draining);
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             "shutdown_timeout reached with {} connections still open; closing them",
             open()
         );
-        let _ = shutdown_tx.send(true);
+        shutdown_tx.send_replace(state::Phase::Abandon);
         let _ = tokio::time::timeout(Duration::from_millis(250), tracker.wait()).await;
     } else {
         tracing::info!(

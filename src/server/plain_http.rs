@@ -18,7 +18,7 @@ use crate::proxy::error_response;
 use crate::upstream::ProxyBody;
 
 use super::accept::accept_error;
-use super::state::Server;
+use super::state::{reached, Phase, Server};
 
 /// The optional plain-HTTP listener: every request gets a 308 to https.
 #[derive(Clone, Copy)]
@@ -79,11 +79,11 @@ pub(super) async fn accept_plain(
     listener: TcpListener,
     redirect: RedirectToHttps,
     server: Arc<Server>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Phase>,
 ) {
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = reached(&mut shutdown, Phase::Draining) => return,
             accepted = listener.accept() => match accepted {
                 Ok((mut stream, peer)) => {
                     let mut shutdown = shutdown.clone();
@@ -114,7 +114,7 @@ pub(super) async fn accept_plain(
                         tokio::pin!(conn);
                         tokio::select! {
                             _ = conn.as_mut() => {}
-                            _ = shutdown.changed() => {
+                            _ = reached(&mut shutdown, Phase::Draining) => {
                                 conn.as_mut().graceful_shutdown();
                                 let _ = conn.await;
                             }

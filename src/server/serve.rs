@@ -23,14 +23,14 @@ use crate::park::{self, Parking, ParkingStream, Returned, PARK_AFTER};
 use crate::upstream::ProxyBody;
 
 use super::handshake::{answer_plain_http_on_tls_port, handshake, Accepted, OpenConnection};
-use super::state::Server;
+use super::state::{next_phase, reached, Phase, Server};
 
 pub(super) async fn serve_tls(
     mut stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     server: Arc<Server>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<Phase>,
 ) {
     let generation = server.current();
     let limits = &generation.config.limits;
@@ -90,12 +90,25 @@ pub(super) async fn serve_tls(
             // the next request even on a kept-alive connection.
             let generation = server.current();
             let conn = conn.clone();
+            // Shutting down (the lame duck delay included): an HTTP/1.1
+            // client is told to reconnect for its next request, which the
+            // balancer then sends to another replica. Read when the request
+            // comes: one that began before SIGTERM keeps its keep-alive.
+            let close_after = !speaks_h2 && server.is_shutting_down();
             // Boxed: hyper keeps an HTTP/1.1 connection's request-future slot
             // for the connection's whole life and copies an HTTP/2 stream's
             // future into a task of its own; a pointer is cheaper to hold
             // idle and to move than the request's multi-KiB state.
-            let handling: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> =
-                Box::pin(async move { generation.proxy.handle(req, &conn).await });
+            let handling: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> = Box::pin(async move {
+                let mut response = generation.proxy.handle(req, &conn).await;
+                // An upgrade's 101 keeps its `Connection: upgrade`.
+                if close_after && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                response
+            });
             async move { Ok::<_, Infallible>(handling.await) }
         })
     };
@@ -191,7 +204,7 @@ pub(super) async fn wait_parked(
     conn: &Connection,
     parking: &Parking,
     deadlines: Deadlines,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<Phase>,
 ) -> bool {
     let keep = deadlines.idle;
     let answered = parking.answered(&conn.requests);
@@ -199,7 +212,7 @@ pub(super) async fn wait_parked(
     let woken = match keep.checked_sub(waited) {
         Some(left) => tokio::select! {
             ready = stream.get_ref().0.readable() => ready.is_ok(),
-            _ = shutdown.changed() => false,
+            _ = reached(shutdown, Phase::Draining) => false,
             _ = tokio::time::sleep(left) => false,
         },
         None => false,
@@ -268,7 +281,7 @@ pub(super) async fn drive<C, E>(
     server: &Server,
     conn: &Connection,
     deadlines: Deadlines,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Phase>,
     stream: &Parking,
 ) -> Ended
 where
@@ -295,6 +308,9 @@ where
     // Shutting down, but a request is on its way: (requests started when the
     // drain began, since when it has been coming).
     let mut draining: Option<(u64, u64)> = None;
+    let mut goaway_sent = false;
+    // Shutting down: an HTTP/2 connection gets its GOAWAY after its first request.
+    let mut goaway_due = false;
     let closing = loop {
         tokio::select! {
             res = connection.as_mut() => {
@@ -309,10 +325,24 @@ where
                 }
                 return Ended::Normally;
             }
-            _ = shutdown.changed() => {
-                // A second change: shutdown_timeout ran out.
-                if draining.is_some() {
-                    return Ended::Normally;
+            phase = next_phase(&mut shutdown) => {
+                match phase {
+                    Phase::Abandon => return Ended::Normally,
+                    Phase::Serving => continue,
+                    Phase::LameDuck => {
+                        // HTTP/2: a GOAWAY, once the connection has had its
+                        // first request (one on its way would be refused);
+                        // the streams in flight finish, new ones come on a
+                        // new connection. (HTTP/1.1 says `Connection: close`
+                        // on its next response instead: closing an idle one
+                        // now would race its next request.)
+                        if !may_park {
+                            goaway_due = true;
+                            check_at = tokio::time::Instant::now();
+                        }
+                        continue;
+                    }
+                    Phase::Draining => {}
                 }
                 // A connection that has started no request yet, or whose
                 // next head is coming in, was accepted before the listener
@@ -340,6 +370,10 @@ where
             _ = tokio::time::sleep_until(check_at) => {
                 let now = monotonic_millis();
                 let requests = &conn.requests;
+                if goaway_due && !goaway_sent && requests.started() > 0 {
+                    graceful_shutdown(connection.as_mut());
+                    goaway_sent = true;
+                }
                 if let Some((started, since)) = draining {
                     // Its request began (graceful shutdown lets it finish),
                     // or none came within header_read_timeout.
@@ -415,13 +449,18 @@ where
                         }
                     }
                 }
+                if goaway_due && !goaway_sent {
+                    next = next.min(DRAIN_CHECK);
+                }
                 check_at = tokio::time::Instant::now() + next;
             }
         }
     };
     // Shutdown or idle: finish what is in flight, accept nothing new. An idle
     // peer that does not let go within a second is dropped.
-    graceful_shutdown(connection.as_mut());
+    if !goaway_sent {
+        graceful_shutdown(connection.as_mut());
+    }
     match closing {
         None => {
             // A second signal on the channel is shutdown_timeout running out:
@@ -430,7 +469,7 @@ where
             // while the runtime tears the upstream side down).
             tokio::select! {
                 _ = connection.as_mut() => {}
-                _ = shutdown.changed() => {}
+                _ = reached(&mut shutdown, Phase::Abandon) => {}
             }
         }
         Some(why) => {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::hints::Hints;
@@ -127,5 +128,38 @@ impl acme::AcmeHost for Server {
 
     fn metrics(&self) -> &Metrics {
         &self.telemetry.metrics
+    }
+}
+
+/// Where shutdown stands, sent to every accept loop and connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Phase {
+    /// Accepting and serving.
+    Serving,
+    /// SIGTERM received, `limits.shutdown_delay` running: still accepting
+    /// and serving, but HTTP/1.1 responses say `Connection: close` and
+    /// HTTP/2 connections get a GOAWAY, so that their clients come back on
+    /// new connections, which the balancer sends elsewhere by then.
+    LameDuck,
+    /// Not accepting; what is in flight, or on its way, finishes.
+    Draining,
+    /// `limits.shutdown_timeout` ran out: connections are dropped.
+    Abandon,
+}
+
+/// The next phase announced (a closed channel is the end).
+pub(super) async fn next_phase(phases: &mut watch::Receiver<Phase>) -> Phase {
+    match phases.changed().await {
+        Ok(()) => *phases.borrow_and_update(),
+        Err(_) => Phase::Abandon,
+    }
+}
+
+/// Returns once the phase is `at_least` (at once if it already is).
+pub(super) async fn reached(phases: &mut watch::Receiver<Phase>, at_least: Phase) {
+    while *phases.borrow_and_update() < at_least {
+        if phases.changed().await.is_err() {
+            return;
+        }
     }
 }
