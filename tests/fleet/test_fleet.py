@@ -318,9 +318,13 @@ def test_a_killed_replica_fails_only_its_requests_in_flight_and_comes_back(fleet
     # request (begun before the client saw the reset), none later.
     late = [f for f in failures if f.started > t_down]
     assert not late, f"failures once HAProxy saw it DOWN ({t_down - t_kill:.3f}s after the kill):\n" + detail
-    # At most one request in flight per client, on the killed replica.
-    per_client = Counter(f.client for f in failures)
-    assert all(n == 1 for n in per_client.values()), per_client
+    # Not "one failure per client": a client whose stream died with the
+    # replica reconnects at once, and its new connection can reach the dying
+    # process in the same few milliseconds (accepted by the kernel, then
+    # reset when the process's sockets close), before HAProxy can retry it:
+    # seen in a CI rehearsal (an HTTP/2 client, its stream at -3 ms and its
+    # reconnect's handshake at +9 ms). What the issue asks is above: nothing
+    # failed that began later than that, or after HAProxy took it out.
 
 
 def test_a_renewal_by_one_replica_is_served_by_all_three(fleet: Fleet):
