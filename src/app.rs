@@ -142,7 +142,6 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Source), ConfigError>
     if let Some(upstream) = &args.upstream {
         let url = ServerUrl::parse(upstream.trim()).map_err(|m| flag_error("--upstream", m))?;
         config.upstream.set_server(url);
-        config.upstream_given = true;
     }
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         config.tls.cert = Some(cert.clone());
@@ -319,7 +318,7 @@ fn check(args: CheckArgs) -> Result<(), AppError> {
         for (i, line) in crate::routes::describe(&config).iter().enumerate() {
             say!("#   {}. {line}", i + 1);
         }
-        if !config.upstream_given {
+        if !config.upstream.given {
             say!("#   a request no route takes: 421 if no route serves its host, else 404");
         }
     }

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::clock::monotonic_millis;
-use crate::connection::{Connection, RequestTracker};
+use crate::connection::Connection;
 
 /// How long a kept-alive HTTP/1.1 connection stays idle before it is parked.
 /// Busy connections never reach it, so their buffers are reused.
@@ -118,8 +118,11 @@ impl Parking {
     /// When the last response really ended ([`monotonic_millis`]): its body
     /// was handed over, or later, its last bytes left after a flush that
     /// had to wait for the client. Keep-alive deadlines count from here.
-    pub fn answered(&self, requests: &RequestTracker) -> u64 {
-        requests.last_done().max(self.flushed_at.load(Ordering::Relaxed))
+    pub fn answered(&self) -> u64 {
+        self.conn
+            .requests
+            .last_done()
+            .max(self.flushed_at.load(Ordering::Relaxed))
     }
 
     /// Since when writing has been blocked by a client that does not read

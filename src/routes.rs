@@ -121,7 +121,8 @@ impl RouteTable {
         RouteTable {
             routes,
             fallback: config
-                .upstream_given
+                .upstream
+                .given
                 .then(|| build("[upstream] fallback".into(), &config.upstream.route)),
         }
     }

@@ -86,11 +86,6 @@ pub struct Config {
     /// `[[route]]` tables: several apps behind one listener.
     #[serde(rename = "route")]
     pub routes: Vec<Route>,
-    /// Whether `[upstream]` is a route: always without `[[route]]` tables;
-    /// with them, only when `[upstream] url` was written in the file or
-    /// given with `--upstream` (then it is the fallback route).
-    #[serde(skip)]
-    pub upstream_given: bool,
 }
 
 impl Config {
@@ -112,8 +107,7 @@ impl Config {
             }
         })?;
         // Without routes, [upstream] takes every request, written or not.
-        config.upstream_given = config.routes.is_empty() || config.upstream.given;
-        config.upstream.given = config.upstream_given;
+        config.upstream.given |= config.routes.is_empty();
         for entry in &mut config.tls.certificates {
             entry.locate(text);
         }
@@ -259,11 +253,11 @@ impl Config {
         {
             return Err(err("upstream", "timeouts must be greater than zero".into()));
         }
-        if self.upstream_given {
+        if self.upstream.given {
             route::validate_servers(&self.upstream.route, "upstream", "[upstream]")
                 .map_err(|(key, message)| err(&key, message))?;
         }
-        route::validate(&self.routes, self.upstream_given).map_err(|(key, message)| err(&key, message))?;
+        route::validate(&self.routes, self.upstream.given).map_err(|(key, message)| err(&key, message))?;
         self.acme
             .validate(self.listen.http.is_some())
             .map_err(|(key, message)| err(&key, message))?;
@@ -353,7 +347,7 @@ impl fmt::Display for Config {
         writeln!(f, "\n[upstream]")?;
         let mut fallback = self.upstream.route.clone();
         // With routes, an unwritten url is no fallback: printing it would make one.
-        if !(self.upstream_given || self.routes.is_empty()) {
+        if !(self.upstream.given || self.routes.is_empty()) {
             fallback.url = None;
             fallback.servers.clear();
         }
@@ -542,12 +536,12 @@ rewrite_location = false
     fn upstream_is_the_fallback_route_with_every_server_key() {
         let c = parse("[upstream]\nurl = \"unix:/run/app/gunicorn.sock\"\n").unwrap();
         assert_eq!(c.upstream.describe(), "unix:/run/app/gunicorn.sock");
-        assert!(c.upstream_given);
+        assert!(c.upstream.given);
         let c = parse(
             "[upstream]\nservers = [\"http://127.0.0.1:8001\", \"https://app.internal\"]\nbalance = \"least_requests\"\nhealth_path = \"/up\"\nserver_name = \"app.internal\"\npool_max_idle = 8\n[[route]]\nhost = \"a.test\"\nurl = \"http://127.0.0.1:9000\"\n",
         )
         .unwrap();
-        assert!(c.upstream_given, "servers written: the fallback");
+        assert!(c.upstream.given, "servers written: the fallback");
         assert_eq!(c.upstream.servers().len(), 2);
         assert_eq!(c.upstream.route.balance, Balance::LeastRequests);
         assert_eq!(c.upstream.pool_max_idle, 8);
@@ -556,7 +550,7 @@ rewrite_location = false
             "[upstream]\nconnect_timeout = \"1s\"\n[[route]]\nhost = \"a.test\"\nurl = \"http://127.0.0.1:9000\"\n",
         )
         .unwrap();
-        assert!(!c.upstream_given);
+        assert!(!c.upstream.given);
         // The route checks apply, with [upstream]'s keys.
         let e = parse("[upstream]\nurl = \"http://a:1\"\nca = \"x.pem\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("upstream.ca"), "{e}");

@@ -24,8 +24,9 @@ pub struct Upstream {
     /// The route: servers, TLS to them, balancing, health. Its timeouts and
     /// pool are the resolved values below.
     pub route: Route,
-    /// Whether `url` or `servers` was written (or `--upstream` given): with
-    /// `[[route]]` tables, only then is it the fallback.
+    /// Whether `[upstream]` is a route: always without `[[route]]` tables;
+    /// with them, only when `url` or `servers` was written (or
+    /// `--upstream` given), as the fallback.
     pub given: bool,
     /// Limit on establishing a TCP connection to the app.
     pub connect_timeout: Duration,

@@ -90,7 +90,7 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
         format!(
             "{} route(s){}",
             config.routes.len(),
-            if config.upstream_given {
+            if config.upstream.given {
                 format!(", fallback {}", config.upstream.describe())
             } else {
                 String::new()

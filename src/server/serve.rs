@@ -186,7 +186,7 @@ pub(super) async fn serve_tls(
         // One await with the stream borrowed (the close is inside): a stream
         // borrowed across two would keep a slot in every connection's task.
         let mut back = back;
-        let woken = wait_parked(&mut back, &conn, &parking, deadlines, &mut shutdown).await;
+        let woken = wait_parked(&mut back, &parking, deadlines, &mut shutdown).await;
         metrics.parked_connections.dec();
         if !woken {
             break;
@@ -201,13 +201,12 @@ pub(super) async fn serve_tls(
 /// which `header_read_timeout` bounds from then on.)
 pub(super) async fn wait_parked(
     stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
-    conn: &Connection,
     parking: &Parking,
     deadlines: Deadlines,
     shutdown: &mut watch::Receiver<Phase>,
 ) -> bool {
     let keep = deadlines.idle;
-    let answered = parking.answered(&conn.requests);
+    let answered = parking.answered();
     let waited = Duration::from_millis(monotonic_millis().saturating_sub(answered));
     let woken = match keep.checked_sub(waited) {
         Some(left) => tokio::select! {
@@ -350,7 +349,7 @@ where
                 // not noticed the drain yet sent it), so it is served
                 // before the connection closes, within header_read_timeout.
                 let requests = &conn.requests;
-                let answered = stream.answered(requests);
+                let answered = stream.answered();
                 let on_its_way = if requests.started() == 0 {
                     Some(opened)
                 } else if requests.in_flight() == 0 && !stream.unflushed() {
@@ -399,7 +398,7 @@ where
                 // A response is over when its last bytes are out of hyper's
                 // and rustls' buffers, not when its body was handed over.
                 let busy = requests.in_flight() > 0 || stream.unflushed();
-                let answered = stream.answered(requests);
+                let answered = stream.answered();
                 // `between`: an HTTP/1.1 connection idle between requests,
                 // the one kind that parks.
                 let (since, limit, why, between) = if requests.started() == 0 {
