@@ -59,10 +59,10 @@ fn main() {
     let addr = args[1].clone();
     let conns: usize = args[2].parse().expect("CONNS is a number");
     let secs: u64 = args[3].parse().expect("SECONDS is a number");
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     // The same bulk cipher and group the peers are measured with.
-    provider.cipher_suites = vec![rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256];
-    provider.kx_groups = vec![rustls::crypto::ring::kx_group::X25519];
+    provider.cipher_suites = vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256];
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
     let provider = Arc::new(provider);
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])

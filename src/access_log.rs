@@ -36,6 +36,8 @@ pub struct AccessRecord {
     pub protocol: Version,
     /// TLS version spoken with the client.
     pub tls_version: &'static str,
+    /// Negotiated key exchange group.
+    pub key_exchange: &'static str,
 }
 
 impl AccessRecord {
@@ -48,7 +50,7 @@ impl AccessRecord {
             .map(|d| format!("{:.3}", d.as_secs_f64() * 1000.0))
             .unwrap_or_else(|| "-".into());
         format!(
-            "{} - - [{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000] \"{} {} {:?}\" {} {} host=\"{}\" upstream_ms={} total_ms={:.3} tls={}",
+            "{} - - [{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000] \"{} {} {:?}\" {} {} host=\"{}\" upstream_ms={} total_ms={:.3} tls={} kx={}",
             self.client_ip,
             t.day(),
             MONTHS[t.month() as usize - 1],
@@ -65,6 +67,7 @@ impl AccessRecord {
             upstream,
             self.total_time.as_secs_f64() * 1000.0,
             self.tls_version,
+            self.key_exchange,
         )
     }
 
@@ -93,6 +96,7 @@ impl AccessRecord {
             "total_ms": self.total_time.as_secs_f64() * 1000.0,
             "protocol": format!("{:?}", self.protocol),
             "tls": self.tls_version,
+            "kx": self.key_exchange,
         })
         .to_string()
     }
@@ -203,6 +207,7 @@ mod tests {
             total_time: Duration::from_micros(2250),
             protocol: Version::HTTP_2,
             tls_version: "TLSv1.3",
+            key_exchange: "X25519MLKEM768",
         }
     }
 

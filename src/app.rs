@@ -203,7 +203,11 @@ fn prepare_tls(
         .collect();
     let before = reload::fingerprint(&configured);
     let set = CertificateSet::load(config, source, &route_hosts(config), announce)?;
-    let tls = set.server_config(config.tls.min_version, config.acme.active().then(|| challenges.clone()))?;
+    let tls = set.server_config(
+        config.tls.min_version,
+        &config.tls.key_exchange,
+        config.acme.active().then(|| challenges.clone()),
+    )?;
     if announce {
         for name in &config.acme.names {
             if set.acme_missing.contains(name) {

@@ -48,8 +48,10 @@ impl BodyOutcome {
 
 /// A request body that fails once more than `remaining` bytes came in, and
 /// counts what it passes.
-pub struct LimitedBody {
-    inner: Incoming,
+/// Generic over the client's body: hyper's [`Incoming`] for HTTP/1.1 and
+/// HTTP/2, an HTTP/3 request stream for HTTP/3.
+pub struct LimitedBody<B = Incoming> {
+    inner: B,
     remaining: u64,
     outcome: BodyOutcome,
     telemetry: Arc<Telemetry>,
@@ -58,10 +60,10 @@ pub struct LimitedBody {
     reader: Option<Arc<Connection>>,
 }
 
-impl LimitedBody {
+impl<B> LimitedBody<B> {
     /// `limit` 0 = unlimited. `outcome` records why the body failed, if it did.
     pub fn new(
-        inner: Incoming,
+        inner: B,
         limit: u64,
         outcome: BodyOutcome,
         telemetry: Arc<Telemetry>,
@@ -83,7 +85,11 @@ impl LimitedBody {
     }
 }
 
-impl Body for LimitedBody {
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 

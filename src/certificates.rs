@@ -240,6 +240,7 @@ impl CertificateSet {
     pub fn server_config(
         &self,
         min_version: crate::config::TlsVersion,
+        key_exchange: &[crate::config::KeyExchange],
         challenges: Option<Arc<Challenges>>,
     ) -> Result<Arc<ServerConfig>, TlsError> {
         let origin = self.served.first().map(|s| s.cert.as_path()).unwrap_or(Path::new("."));
@@ -247,7 +248,7 @@ impl CertificateSet {
         let mut resolver = SniResolver::new(&self.served);
         resolver.refused = self.acme_missing.iter().cloned().collect();
         resolver.challenges = challenges;
-        tls::server_config_with_resolver(Arc::new(resolver), min_version, origin, alpn)
+        tls::server_config_with_resolver(Arc::new(resolver), min_version, key_exchange, origin, alpn)
     }
 
     /// Every certificate and key file, to reload when one changes; ACME
@@ -662,7 +663,7 @@ mod tests {
             not_after: 0,
             certified: Arc::new(CertifiedKey::new(
                 Vec::new(),
-                rustls::crypto::ring::sign::any_supported_type(
+                rustls::crypto::aws_lc_rs::sign::any_supported_type(
                     &rustls::pki_types::PrivateKeyDer::from_pem_slice(
                         rcgen::KeyPair::generate().unwrap().serialize_pem().as_bytes(),
                     )

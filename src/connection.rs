@@ -20,6 +20,9 @@ pub struct Connection {
     pub local: SocketAddr,
     /// Negotiated TLS version, for the access log.
     pub tls_version: &'static str,
+    /// Negotiated key exchange group ("X25519MLKEM768"), for the access log;
+    /// "-" when none was (TLS 1.2 resumption).
+    pub key_exchange: &'static str,
     /// The peer's IP as a header value, made once per connection.
     pub peer_value: HeaderValue,
     /// Requests on this connection, for the idle and first-request deadlines.
@@ -123,6 +126,7 @@ impl Connection {
             peer,
             local,
             tls_version: "",
+            key_exchange: "-",
             peer_value: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
             requests: RequestTracker::default(),
         }

@@ -57,6 +57,10 @@ pub struct Metrics {
     pub reload_failures: Counter,
     /// Requests refused by a limit, by limit.
     pub limit_rejections: Family<Labels, Counter>,
+    /// Completed handshakes (TCP and QUIC) by negotiated key exchange group.
+    pub key_exchanges: Family<Labels, Counter>,
+    /// QUIC connections open now (also counted in `open_connections`).
+    pub open_quic_connections: Gauge,
     /// Problems in the app's traffic that tlsfront noticed (see `hints`).
     pub hints: Family<Labels, Counter>,
     /// Responses received, per configured server.
@@ -125,6 +129,8 @@ impl Metrics {
             reloads: Counter::default(),
             reload_failures: Counter::default(),
             limit_rejections: Family::default(),
+            key_exchanges: Family::default(),
+            open_quic_connections: Gauge::default(),
             hints: Family::default(),
             server_responses: Family::default(),
             server_failures: Family::default(),
@@ -173,6 +179,16 @@ impl Metrics {
             "config_reload_failures",
             "Rejected configuration reloads",
             m.reload_failures.clone(),
+        );
+        r.register(
+            "tls_key_exchanges",
+            "Completed TLS handshakes (TCP and QUIC) by key exchange group",
+            m.key_exchanges.clone(),
+        );
+        r.register(
+            "open_quic_connections",
+            "Open HTTP/3 (QUIC) connections",
+            m.open_quic_connections.clone(),
         );
         r.register(
             "limit_rejections",
@@ -260,6 +276,11 @@ impl Metrics {
     }
 
     /// Counts a refusal by a named limit.
+    pub fn count_key_exchange(&self, group: &'static str) {
+        self.key_exchanges.get_or_create(&vec![("group", group)]).inc();
+    }
+
+    /// Counts a request refused by a limit.
     pub fn count_limit(&self, limit: &'static str) {
         self.limit_rejections.get_or_create(&vec![("limit", limit)]).inc();
     }
@@ -293,6 +314,7 @@ mod tests {
         m.count_status(502);
         m.upstream_connect_errors.inc();
         m.count_limit("body");
+        m.count_key_exchange("X25519MLKEM768");
         m.hints.get_or_create(&vec![("kind", "cookie_without_secure")]).inc();
         m.upstream_duration.observe(0.01);
         m.open_tunnels.inc();
@@ -329,6 +351,10 @@ mod tests {
             ("config_reloads", "tlsfront_config_reloads_total 0"),
             ("config_reload_failures", "tlsfront_config_reload_failures_total 0"),
             ("limit_rejections", "tlsfront_limit_rejections_total{limit=\"body\"} 1"),
+            (
+                "tls_key_exchanges",
+                "tlsfront_tls_key_exchanges_total{group=\"X25519MLKEM768\"} 1",
+            ),
             ("hints", "tlsfront_hints_total{kind=\"cookie_without_secure\"} 1"),
             (
                 "upstream_server_responses",

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, EXPECT, HOST, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
@@ -28,6 +27,21 @@ use crate::telemetry::{InFlight, Telemetry};
 use crate::upstream::{AcceptsTrailers, FailureKind, ProxyBody, UpstreamError};
 
 static X_FORWARDED_PREFIX: http::header::HeaderName = http::header::HeaderName::from_static("x-forwarded-prefix");
+
+/// What a client's request body may be: hyper's [`hyper::body::Incoming`] (HTTP/1.1,
+/// HTTP/2) or an HTTP/3 request stream.
+pub trait ClientBody: hyper::body::Body<Data = Bytes, Error = Self::Failure> + Send + Sync + Unpin + 'static {
+    /// The body's error.
+    type Failure: Into<crate::upstream::BoxError>;
+}
+
+impl<B, E> ClientBody for B
+where
+    B: hyper::body::Body<Data = Bytes, Error = E> + Send + Sync + Unpin + 'static,
+    E: Into<crate::upstream::BoxError>,
+{
+    type Failure = E;
+}
 
 /// Everything a request needs, built once per configuration generation.
 pub struct Proxy {
@@ -76,7 +90,7 @@ impl Proxy {
     }
 
     /// Proxies one request. Never fails: problems become 4xx/5xx responses.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &Arc<Connection>) -> Response<ProxyBody> {
+    pub async fn handle<B: ClientBody>(&self, req: Request<B>, conn: &Arc<Connection>) -> Response<ProxyBody> {
         let guard = conn.begin_request();
         conn.requests.set_body_unread(!req.body().is_end_stream());
         let started = Instant::now();
@@ -116,6 +130,7 @@ impl Proxy {
                 total_time: Duration::ZERO,
                 protocol,
                 tls_version: conn.tls_version,
+                key_exchange: conn.key_exchange,
             },
             started,
         };
@@ -139,7 +154,7 @@ impl Proxy {
         Some((StatusCode::NOT_IMPLEMENTED, text.into()))
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, conn: &Arc<Connection>) -> Forwarded {
+    async fn forward<B: ClientBody>(&self, mut req: Request<B>, conn: &Arc<Connection>) -> Forwarded {
         let peer_ip = conn.peer.ip().to_canonical();
         let method = req.method().clone();
         let refuse = |status, text: &str, host: Option<HeaderValue>| Forwarded {
@@ -197,7 +212,7 @@ impl Proxy {
         hop::strip(&mut head.headers);
         // We answered any `Expect: 100-continue` ourselves when reading the body.
         head.headers.remove(EXPECT);
-        if downstream_version == Version::HTTP_2 {
+        if matches!(downstream_version, Version::HTTP_2 | Version::HTTP_3) {
             join_cookie_headers(&mut head.headers);
         }
         head.headers.insert(HOST, host.clone());
@@ -359,9 +374,9 @@ impl Proxy {
     /// goes unchanged to the one upstream, as before routes existed; with
     /// them it is normalised first (so `/admin/../x` is `/x` for matching and
     /// for the app alike) and loses a mount prefix.
-    fn route(
+    fn route<B>(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<B>,
         host: &HeaderValue,
     ) -> Result<(Arc<Route>, http::Uri), (StatusCode, &'static str)> {
         let uri = req.uri();

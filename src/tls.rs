@@ -11,12 +11,13 @@ use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use crate::config::TlsVersion;
+use crate::config::{KeyExchange, TlsVersion};
 
 /// The ALPN protocol of tls-alpn-01 validation connections (RFC 8737);
 /// here, where the server configuration offers it.
@@ -55,9 +56,94 @@ pub fn server_config(cert: &Path, key: &Path, min_version: TlsVersion) -> Result
     server_config_with_resolver(
         Arc::new(rustls::sign::SingleCertAndKey::from(certified)),
         min_version,
+        &KeyExchange::DEFAULT,
         cert,
         false,
     )
+}
+
+/// aws-lc-rs with the key exchange groups of `tls.key_exchange`, in that
+/// order. rustls takes the first group of the client's list that is also
+/// here; the order matters for which group a HelloRetryRequest asks for.
+pub fn crypto_provider(groups: &[KeyExchange]) -> CryptoProvider {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = groups
+        .iter()
+        .map(|g| match g {
+            KeyExchange::X25519MLKEM768 => kx_group::X25519MLKEM768,
+            KeyExchange::X25519 => kx_group::X25519,
+            KeyExchange::Secp256r1 => kx_group::SECP256R1,
+            KeyExchange::Secp384r1 => kx_group::SECP384R1,
+        })
+        .collect();
+    provider
+}
+
+/// The name of a negotiated key exchange group, as the access log and the
+/// metric show it (IANA names: "X25519MLKEM768", "X25519", "secp256r1").
+pub fn group_name(group: rustls::NamedGroup) -> &'static str {
+    use rustls::NamedGroup;
+    match group {
+        NamedGroup::X25519MLKEM768 => "X25519MLKEM768",
+        NamedGroup::X25519 => "X25519",
+        NamedGroup::secp256r1 => "secp256r1",
+        NamedGroup::secp384r1 => "secp384r1",
+        NamedGroup::secp521r1 => "secp521r1",
+        NamedGroup::MLKEM768 => "MLKEM768",
+        NamedGroup::secp256r1MLKEM768 => "secp256r1MLKEM768",
+        _ => "other",
+    }
+}
+
+/// The group rustls will negotiate for a ClientHello listing `offered` (in
+/// the client's order) against the server's `ours`: the first offered group
+/// the server has, as rustls' server chooses (client order, rustls 0.23).
+/// For QUIC, where quinn does not expose the negotiated group.
+pub fn chosen_group(offered: &[rustls::NamedGroup], ours: &[KeyExchange]) -> Option<&'static str> {
+    offered
+        .iter()
+        .map(|g| group_name(*g))
+        .find(|name| ours.iter().any(|k| k.name() == *name))
+}
+
+/// Wraps a connection's certificate resolver to note which key exchange
+/// group its handshake settles on (rustls' choice, [`chosen_group`]), for
+/// transports that do not expose it (QUIC through quinn). One per connection.
+#[derive(Debug)]
+pub struct GroupObserver {
+    inner: Arc<dyn rustls::server::ResolvesServerCert>,
+    ours: Vec<KeyExchange>,
+    chosen: Arc<std::sync::OnceLock<&'static str>>,
+}
+
+impl GroupObserver {
+    /// Observes `inner`'s handshakes against the server's groups `ours`;
+    /// the group is written to `chosen` when the ClientHello arrives.
+    pub fn new(
+        inner: Arc<dyn rustls::server::ResolvesServerCert>,
+        ours: &[KeyExchange],
+        chosen: Arc<std::sync::OnceLock<&'static str>>,
+    ) -> Self {
+        GroupObserver {
+            inner,
+            ours: ours.to_vec(),
+            chosen,
+        }
+    }
+}
+
+impl rustls::server::ResolvesServerCert for GroupObserver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(group) = chosen_group(hello.named_groups().unwrap_or_default(), &self.ours) {
+            let _ = self.chosen.set(group);
+        }
+        self.inner.resolve(hello)
+    }
+
+    fn only_raw_public_keys(&self) -> bool {
+        self.inner.only_raw_public_keys()
+    }
 }
 
 /// Builds the server configuration around a certificate resolver (one or
@@ -65,6 +151,7 @@ pub fn server_config(cert: &Path, key: &Path, min_version: TlsVersion) -> Result
 pub fn server_config_with_resolver(
     resolver: Arc<dyn rustls::server::ResolvesServerCert>,
     min_version: TlsVersion,
+    key_exchange: &[KeyExchange],
     origin: &Path,
     acme_tls_alpn: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
@@ -72,7 +159,9 @@ pub fn server_config_with_resolver(
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut config = ServerConfig::builder_with_protocol_versions(versions)
+    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto_provider(key_exchange)))
+        .with_protocol_versions(versions)
+        .map_err(|e| err(origin, format!("TLS versions: {e}")))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
@@ -83,7 +172,7 @@ pub fn server_config_with_resolver(
     }
     // Resumption by ticket as well as by the default in-memory session cache.
     config.ticketer =
-        rustls::crypto::ring::Ticketer::new().map_err(|e| err(origin, format!("session tickets: {e}")))?;
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| err(origin, format!("session tickets: {e}")))?;
     Ok(Arc::new(config))
 }
 
@@ -97,7 +186,7 @@ pub fn certified_key_from_pem(pem: &[u8]) -> Result<CertifiedKey, String> {
         return Err("no certificate in it".into());
     }
     let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no usable private key in it ({e})"))?;
-    CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+    CertifiedKey::from_der(chain, key, &rustls::crypto::aws_lc_rs::default_provider())
         .map_err(|e| format!("the key does not belong to the certificate ({e})"))
 }
 
@@ -106,7 +195,7 @@ pub fn certified_key_from_pem(pem: &[u8]) -> Result<CertifiedKey, String> {
 pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let chain = read_chain(cert)?;
     let key_der = read_key(key)?;
-    CertifiedKey::from_der(chain, key_der, &rustls::crypto::ring::default_provider()).map_err(|e| {
+    CertifiedKey::from_der(chain, key_der, &rustls::crypto::aws_lc_rs::default_provider()).map_err(|e| {
         err(
             key,
             format!(
@@ -445,7 +534,7 @@ mod tests {
         for c in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(c.unwrap()).unwrap();
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .unwrap();

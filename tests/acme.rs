@@ -230,7 +230,7 @@ async fn handshake(
 ) -> Result<Vec<CertificateDer<'static>>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
@@ -736,7 +736,7 @@ async fn forced_renewal_under_load_drops_no_request() {
 async fn get_over_new_connection(port: u16, name: &str, root: &CertificateDer<'static>) -> Result<Vec<u8>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)

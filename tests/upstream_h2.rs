@@ -152,12 +152,13 @@ fn test_pki(ca_name: &str, names: &[&str]) -> TestPki {
 
 /// A TLS server (HTTP/1.1 and HTTP/2, whichever ALPN picks) offering `alpn`.
 async fn tls_server(pki: &TestPki, alpn: &[&[u8]]) -> SocketAddr {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![pki.leaf.clone()], pki.key.clone_key())
-        .unwrap();
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![pki.leaf.clone()], pki.key.clone_key())
+            .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -130,7 +130,7 @@ fn validation_key_from_pem(pem: &[u8]) -> Option<CertifiedKey> {
         .collect::<Result<Vec<_>, _>>()
         .ok()?;
     let key = PrivateKeyDer::from_pem_slice(pem).ok()?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key).ok()?;
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).ok()?;
     (!chain.is_empty()).then(|| CertifiedKey::new(chain, signing))
 }
 
@@ -662,7 +662,7 @@ fn validation_certificate(name: &str, digest: &[u8]) -> Result<(CertifiedKey, St
         .push(rcgen::CustomExtension::new_acme_identifier(digest));
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| e.to_string())?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| e.to_string())?;
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key_der).map_err(|e| e.to_string())?;
     let pem = format!("{}{}", key.serialize_pem(), cert.pem());
     Ok((CertifiedKey::new(vec![cert.der().clone()], signing), pem))
 }

@@ -78,6 +78,9 @@ pub struct Acme {
     /// Also get a certificate for every exact `[[route]]` host (wildcard
     /// hosts need dns-01 and are left out).
     pub enabled: bool,
+    /// The ACME profile to order (e.g. Let's Encrypt's "shortlived"); empty
+    /// = the CA's default. Checked against the directory's `meta.profiles`.
+    pub profile: String,
 }
 
 impl Default for Acme {
@@ -93,6 +96,7 @@ impl Default for Acme {
             eab_hmac_key: None,
             renew_before: None,
             enabled: false,
+            profile: String::new(),
         }
     }
 }
@@ -186,6 +190,15 @@ impl Acme {
             }
             _ => {}
         }
+        if self.profile.trim() != self.profile || self.profile.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return err(
+                "profile",
+                format!(
+                    "{:?} is not a profile name; expected e.g. \"shortlived\" or \"classic\"",
+                    self.profile
+                ),
+            );
+        }
         if self.renew_before.is_some_and(|d| d.is_zero()) {
             return err(
                 "renew_before",
@@ -225,6 +238,7 @@ impl Acme {
         writeln!(f, "storage = {}", path(&self.storage))?;
         writeln!(f, "eab_kid = {}", opt(&self.eab_kid))?;
         writeln!(f, "eab_hmac_key = {}", opt(&self.eab_hmac_key))?;
+        writeln!(f, "profile = {}", quote(&self.profile))?;
         write!(
             f,
             "renew_before = {}",

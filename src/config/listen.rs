@@ -25,6 +25,9 @@ pub struct Listen {
     /// Time a peer has to send the whole PROXY protocol header.
     #[serde(deserialize_with = "duration")]
     pub proxy_protocol_timeout: Duration,
+    /// HTTP/3 (QUIC) on UDP at the `https` address, advertised to HTTP/1.1
+    /// and HTTP/2 clients with `Alt-Svc`.
+    pub http3: bool,
 }
 
 impl Listen {
@@ -46,6 +49,7 @@ impl Default for Listen {
             https_public_port: 0,
             proxy_protocol: false,
             proxy_protocol_timeout: Duration::from_secs(5),
+            http3: true,
         }
     }
 }

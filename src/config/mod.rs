@@ -34,7 +34,7 @@ pub use route::{
     CookiesOverride, ForwardedOverride, HeadersOverride, HostPattern, PathPrefix, RedirectsOverride, Route,
 };
 pub use servers::{tls_name, Balance, CaFile, ServerUrl, Sticky, UpstreamUrl};
-pub use tls::{CertificateEntry, EntryPositions, Tls, TlsVersion};
+pub use tls::{CertificateEntry, EntryPositions, KeyExchange, Tls, TlsVersion};
 pub use upstream::Upstream;
 use values::toml_string;
 pub use values::{normalise_name, parse_duration, parse_name, parse_socket_addr};
@@ -179,6 +179,24 @@ impl Config {
                 "no host names for the development certificate; expected e.g. [\"localhost\"]".into(),
             ));
         }
+        if self.tls.key_exchange.is_empty() {
+            return Err(err(
+                "tls.key_exchange",
+                "is empty; expected e.g. [\"X25519MLKEM768\", \"X25519\", \"secp256r1\"]".into(),
+            ));
+        }
+        for (i, group) in self.tls.key_exchange.iter().enumerate() {
+            if self.tls.key_exchange[..i].contains(group) {
+                return Err(err("tls.key_exchange", format!("lists {group} twice")));
+            }
+        }
+        if self.tls.min_version == TlsVersion::Tls12 && self.tls.key_exchange == [KeyExchange::X25519MLKEM768] {
+            return Err(err(
+                "tls.key_exchange",
+                "has only X25519MLKEM768, which TLS 1.2 cannot use; add \"X25519\" or set tls.min_version = \"1.3\""
+                    .into(),
+            ));
+        }
         for name in &self.tls.self_signed_hosts {
             if name.trim().is_empty() || name.contains(char::is_whitespace) {
                 return Err(err(
@@ -320,6 +338,7 @@ impl fmt::Display for Config {
         writeln!(f, "https_public_port = {}", l.https_public_port)?;
         writeln!(f, "proxy_protocol = {}", l.proxy_protocol)?;
         writeln!(f, "proxy_protocol_timeout = \"{}\"", dur(l.proxy_protocol_timeout))?;
+        writeln!(f, "http3 = {}", l.http3)?;
         let t = &self.tls;
         writeln!(f, "\n[tls]")?;
         writeln!(f, "cert = {}", toml_string(&path(&t.cert)))?;
@@ -338,6 +357,8 @@ impl fmt::Display for Config {
                 TlsVersion::Tls13 => "1.3",
             }
         )?;
+        writeln!(f, "key_exchange = {}", list(&t.key_exchange))?;
+        writeln!(f, "early_data = {}", t.early_data)?;
         for entry in &t.certificates {
             writeln!(f, "\n[[tls.certificate]]")?;
             writeln!(f, "cert = {}", toml_string(&entry.cert.display().to_string()))?;

@@ -21,6 +21,47 @@ pub enum TlsVersion {
     Tls13,
 }
 
+/// A key exchange group, by its IANA name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum KeyExchange {
+    /// Hybrid post-quantum: X25519 with ML-KEM-768 (TLS 1.3 only).
+    X25519MLKEM768,
+    /// Classical elliptic-curve Diffie-Hellman on Curve25519.
+    X25519,
+    /// NIST P-256.
+    #[serde(rename = "secp256r1")]
+    Secp256r1,
+    /// NIST P-384.
+    #[serde(rename = "secp384r1")]
+    Secp384r1,
+}
+
+impl KeyExchange {
+    /// The default preference: hybrid post-quantum first, then classical.
+    pub const DEFAULT: [KeyExchange; 4] = [
+        KeyExchange::X25519MLKEM768,
+        KeyExchange::X25519,
+        KeyExchange::Secp256r1,
+        KeyExchange::Secp384r1,
+    ];
+
+    /// The name as written in the configuration (and the IANA registry).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyExchange::X25519MLKEM768 => "X25519MLKEM768",
+            KeyExchange::X25519 => "X25519",
+            KeyExchange::Secp256r1 => "secp256r1",
+            KeyExchange::Secp384r1 => "secp384r1",
+        }
+    }
+}
+
+impl fmt::Display for KeyExchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// `[tls]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -41,6 +82,11 @@ pub struct Tls {
     /// `cert`/`key` (when set), which stays the default.
     #[serde(rename = "certificate", deserialize_with = "certificate_entries")]
     pub certificates: Vec<CertificateEntry>,
+    /// Key exchange groups in order of preference (TCP and QUIC).
+    pub key_exchange: Vec<KeyExchange>,
+    /// 0-RTT early data (HTTP/3). Off: refused. On: accepted, and a request
+    /// that is not idempotent and arrived as early data gets 425 Too Early.
+    pub early_data: bool,
 }
 
 /// One `[[tls.certificate]]`: a PEM chain and its key, served to clients
@@ -103,6 +149,8 @@ impl Default for Tls {
             self_signed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             min_version: TlsVersion::Tls12,
             certificates: Vec::new(),
+            key_exchange: KeyExchange::DEFAULT.to_vec(),
+            early_data: false,
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::reload;
 use crate::telemetry::Telemetry;
 
 use super::handshake::ProxyHeaderGate;
+use super::http3::QuicSetup;
 
 /// A configuration and its certificates, loaded and validated.
 pub struct Loaded {
@@ -51,6 +52,8 @@ pub struct Generation {
     pub(super) acceptor: TlsAcceptor,
     pub(super) http1: http1::Builder,
     pub(super) http2: http2::Builder<TokioExecutor>,
+    /// HTTP/3: the QUIC side of the same certificates (`listen.http3`).
+    pub(super) quic: Option<QuicSetup>,
     /// `listen.proxy_protocol`: set when every connection must start with a header.
     pub(super) proxy_protocol: Option<ProxyHeaderGate>,
     /// Files watched for changes.
@@ -89,9 +92,18 @@ pub(super) fn build_generation(
         // limit_rejections and the access log) sees ordinary oversized heads;
         // h2 itself refuses larger ones, uncounted, as the memory bound.
         .max_header_list_size(u32::try_from(limits.max_request_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX));
+    // HTTP/3 from the same certificates; a failure leaves TCP serving.
+    let quic = if config.listen.http3 {
+        QuicSetup::new(&loaded.tls, &config)
+            .map_err(|e| tracing::error!("HTTP/3 is off for this configuration: {e}"))
+            .ok()
+    } else {
+        None
+    };
     Generation {
         proxy: Proxy::new(&config, telemetry.clone(), hints.clone(), tracker.clone()),
         acceptor: TlsAcceptor::from(loaded.tls),
+        quic,
         http1,
         http2,
         proxy_protocol: config.listen.proxy_protocol.then(|| ProxyHeaderGate {

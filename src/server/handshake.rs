@@ -29,6 +29,7 @@ pub(super) struct Accepted {
     /// A tls-alpn-01 validation: it ends with the handshake (RFC 8737 §3).
     pub(super) acme_validation: bool,
     pub(super) tls_version: &'static str,
+    pub(super) key_exchange: &'static str,
 }
 
 /// The TLS handshake, within `timeout`; `None` (counted and logged) when it
@@ -75,11 +76,16 @@ pub(super) async fn handshake(
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
         _ => "",
     };
+    let key_exchange = session
+        .negotiated_key_exchange_group()
+        .map_or("-", |g| crate::tls::group_name(g.name()));
+    telemetry.metrics.count_key_exchange(key_exchange);
     Some(Accepted {
         tls,
         speaks_h2,
         acme_validation,
         tls_version,
+        key_exchange,
     })
 }
 

@@ -3,7 +3,8 @@
 //! `accept` (the TLS accept loop), `handshake` (PROXY header, TLS),
 //! `serve` (one connection's HTTP/1.1 or HTTP/2), `plain_http` (redirects
 //! and http-01), `generation` (what a reload swaps), `state` (what outlives
-//! generations, and the views admin, reload and ACME get of it).
+//! generations, and the views admin, reload and ACME get of it), `http3`
+//! (QUIC connections and their requests).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use crate::{admin, reload};
 mod accept;
 mod generation;
 mod handshake;
+mod http3;
 mod plain_http;
 mod serve;
 mod state;
@@ -65,7 +67,19 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
     let hints = Arc::new(Hints::new(telemetry.clone()));
     let tracker = TaskTracker::new();
     let first = generation::build_generation(initial, &telemetry, &hints, &tracker);
+    // HTTP/3 on the same address and port, over UDP.
+    let quic = match (&first.quic, config.listen.http3) {
+        (Some(setup), true) => Some(http3::bind(https_addr, setup).map_err(ServerError)?),
+        (None, true) => {
+            return Err(ServerError(
+                "HTTP/3 cannot start (see above); listen.http3 = false turns it off".into(),
+            ))
+        }
+        (_, false) => None,
+    };
+    let public_port = config.listen.public_port(https_addr.port());
     let server = Arc::new(Server {
+        alt_svc: quic.as_ref().map(|_| http3::alt_svc(public_port)),
         current: ArcSwap::from_pointee(first),
         telemetry,
         hints,
@@ -97,8 +111,12 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
             }
         )
     };
-    tracing::info!("listening on https://{https_addr} (HTTP/1.1 and HTTP/2), {destination}");
-    let public_port = config.listen.public_port(https_addr.port());
+    let protocols = if quic.is_some() {
+        "HTTP/1.1 and HTTP/2; HTTP/3 on udp"
+    } else {
+        "HTTP/1.1 and HTTP/2"
+    };
+    tracing::info!("listening on https://{https_addr} ({protocols}), {destination}");
     if let Some(ca) = dev_ca {
         tracing::info!(
             "try it: curl --cacert {} https://localhost:{public_port}/",
@@ -126,6 +144,14 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
         tokio::spawn(admin::serve(listener, server.clone()));
     }
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    if let Some(endpoint) = &quic {
+        tracker.spawn(http3::accept_quic(
+            endpoint.clone(),
+            server.clone(),
+            connections.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     tracker.spawn(accept::accept_tls(
         https,
         https_addr,
@@ -176,6 +202,11 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
             "drained: every connection closed after {:.1} s",
             draining.elapsed().as_secs_f64()
         );
+    }
+    if let Some(endpoint) = quic {
+        // Lets the last CONNECTION_CLOSE frames leave.
+        endpoint.close(quinn::VarInt::from_u32(0x100), b"");
+        let _ = tokio::time::timeout(Duration::from_millis(250), endpoint.wait_idle()).await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -69,6 +69,7 @@ pub(super) async fn serve_tls(
         speaks_h2,
         acme_validation,
         tls_version,
+        key_exchange,
     }) = handshake.await
     else {
         return;
@@ -80,6 +81,7 @@ pub(super) async fn serve_tls(
     }
     let conn = Arc::new(Connection {
         tls_version,
+        key_exchange,
         ..Connection::new(peer, local)
     });
     let service = {
@@ -95,12 +97,16 @@ pub(super) async fn serve_tls(
             // balancer then sends to another replica. Read when the request
             // comes: one that began before SIGTERM keeps its keep-alive.
             let close_after = !speaks_h2 && server.is_shutting_down();
+            let alt_svc = server.alt_svc.clone();
             // Boxed: hyper keeps an HTTP/1.1 connection's request-future slot
             // for the connection's whole life and copies an HTTP/2 stream's
             // future into a task of its own; a pointer is cheaper to hold
             // idle and to move than the request's multi-KiB state.
             let handling: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> = Box::pin(async move {
                 let mut response = generation.proxy.handle(req, &conn).await;
+                if let Some(alt_svc) = alt_svc {
+                    response.headers_mut().entry(http::header::ALT_SVC).or_insert(alt_svc);
+                }
                 // An upgrade's 101 keeps its `Connection: upgrade`.
                 if close_after && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                     response

@@ -20,6 +20,8 @@ use super::generation::{build_generation, Generation, Loaded, Loader};
 /// State that outlives generations.
 pub struct Server {
     pub(super) current: ArcSwap<Generation>,
+    /// `Alt-Svc` for HTTP/1.1 and HTTP/2 responses while HTTP/3 is served.
+    pub(super) alt_svc: Option<http::HeaderValue>,
     /// Metrics and access log.
     pub telemetry: Arc<Telemetry>,
     pub(super) hints: Arc<Hints>,

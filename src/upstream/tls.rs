@@ -23,11 +23,12 @@ impl UpstreamTls {
     /// Verifies servers against `roots` (the route's `ca`, or the system's).
     pub fn new(roots: Arc<RootCertStore>, server_name: Option<ServerName<'static>>) -> Self {
         let config = |alpn: &[&[u8]]| {
-            let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions")
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth();
+            let mut config =
+                ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default TLS versions")
+                    .with_root_certificates(roots.clone())
+                    .with_no_client_auth();
             config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
             Arc::new(config)
         };

@@ -1,0 +1,528 @@
+//! HTTP/3: QUIC on UDP at `listen.https`'s address (quinn), HTTP/3 framing
+//! and QPACK by h3. Each request goes through the same [`Proxy::handle`] as
+//! HTTP/1.1 and HTTP/2; only the transport differs. The QUIC configuration
+//! is part of each generation, so a reload (SIGHUP, certificate files,
+//! ACME) applies to the next QUIC connection.
+//!
+//! [`Proxy::handle`]: crate::proxy::Proxy::handle
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::header::{HeaderName, CONNECTION, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use quinn::crypto::rustls::QuicServerConfig;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::clock::monotonic_millis;
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::proxy::error_response;
+use crate::telemetry::Telemetry;
+use crate::tls::GroupObserver;
+
+use super::state::{reached, Phase, Server};
+
+/// The ALPN protocol of HTTP/3 (RFC 9114).
+const ALPN_H3: &[u8] = b"h3";
+/// Above this many handshakes in progress, a client must prove its
+/// address first (a QUIC Retry round trip): a flood of Initial packets
+/// from spoofed addresses then costs a token, not a handshake.
+const RETRY_ABOVE_HANDSHAKES: usize = 64;
+/// Unidirectional streams a client may open: HTTP/3 needs three (control,
+/// QPACK encoder and decoder); a few more for grease and extensions.
+const MAX_UNI_STREAMS: u32 = 16;
+/// How often a connection's idle deadline is looked at.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// The part of a generation's QUIC setup that every connection shares; each
+/// connection gets a copy whose certificate resolver notes the group.
+pub struct QuicSetup {
+    tls: Arc<rustls::ServerConfig>,
+    quic: quinn::ServerConfig,
+    key_exchange: Vec<crate::config::KeyExchange>,
+}
+
+impl QuicSetup {
+    /// From a generation's TLS configuration: the same certificates and
+    /// resolver, ALPN `h3`, TLS 1.3 (QUIC has no other), 0-RTT only when
+    /// `tls.early_data` is on; the limits as for TCP.
+    pub fn new(tls: &Arc<rustls::ServerConfig>, config: &Config) -> Result<Self, String> {
+        let mut tls = rustls::ServerConfig::clone(tls);
+        tls.alpn_protocols = vec![ALPN_H3.to_vec()];
+        // RFC 9001 §4.6.1: 0xffffffff or nothing.
+        tls.max_early_data_size = if config.tls.early_data { u32::MAX } else { 0 };
+        let tls = Arc::new(tls);
+        let crypto = QuicServerConfig::try_from(tls.clone()).map_err(|e| format!("QUIC TLS: {e}"))?;
+        let limits = &config.limits;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_concurrent_streams))
+            .max_concurrent_uni_streams(quinn::VarInt::from_u32(MAX_UNI_STREAMS))
+            .max_idle_timeout(quinn::IdleTimeout::try_from(limits.idle_timeout).ok());
+        let mut quic = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        quic.transport_config(Arc::new(transport));
+        Ok(QuicSetup {
+            tls,
+            quic,
+            key_exchange: config.tls.key_exchange.clone(),
+        })
+    }
+
+    /// One connection's configuration, and where its key exchange group
+    /// will be written.
+    fn for_connection(&self) -> Result<(Arc<quinn::ServerConfig>, Arc<OnceLock<&'static str>>), String> {
+        let chosen = Arc::new(OnceLock::new());
+        let mut tls = rustls::ServerConfig::clone(&self.tls);
+        tls.cert_resolver = Arc::new(GroupObserver::new(
+            tls.cert_resolver.clone(),
+            &self.key_exchange,
+            chosen.clone(),
+        ));
+        let crypto = QuicServerConfig::try_from(Arc::new(tls)).map_err(|e| format!("QUIC TLS: {e}"))?;
+        let mut quic = self.quic.clone();
+        quic.crypto = Arc::new(crypto);
+        Ok((Arc::new(quic), chosen))
+    }
+}
+
+/// The UDP socket for HTTP/3 at `addr` (the HTTPS listener's address).
+pub(super) fn bind(addr: SocketAddr, first: &QuicSetup) -> Result<quinn::Endpoint, String> {
+    quinn::Endpoint::server(first.quic.clone(), addr).map_err(|e| {
+        format!("cannot listen on udp {addr} (listen.https, for HTTP/3; listen.http3 = false turns it off): {e}")
+    })
+}
+
+/// `Alt-Svc` for HTTP/1.1 and HTTP/2 responses: HTTP/3 on the public port.
+pub(super) fn alt_svc(public_port: u16) -> http::HeaderValue {
+    http::HeaderValue::from_str(&format!("h3=\":{public_port}\"; ma=86400"))
+        .expect("a port number is a valid header value")
+}
+
+/// Accepts QUIC connections until shutdown; each is served in its own task.
+pub(super) async fn accept_quic(
+    endpoint: quinn::Endpoint,
+    server: Arc<Server>,
+    connections: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<Phase>,
+) {
+    let handshaking = Arc::new(AtomicUsize::new(0));
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => return,
+            },
+            _ = reached(&mut shutdown, Phase::Draining) => {
+                // New connections are refused from here on (CONNECTION_REFUSED).
+                endpoint.set_server_config(None);
+                return;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            server.telemetry.metrics.count_limit("connections");
+            incoming.refuse();
+            continue;
+        };
+        if handshaking.load(Ordering::Relaxed) >= RETRY_ABOVE_HANDSHAKES
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            let _ = incoming.retry();
+            continue;
+        }
+        let generation = server.current();
+        let Some(setup) = generation.quic.as_ref() else {
+            incoming.refuse();
+            continue;
+        };
+        let (config, chosen) = match setup.for_connection() {
+            Ok(made) => made,
+            Err(e) => {
+                tracing::warn!("HTTP/3 connection refused: {e}");
+                incoming.refuse();
+                continue;
+            }
+        };
+        let peer = incoming.remote_address();
+        let local = SocketAddr::new(
+            incoming
+                .local_ip()
+                .unwrap_or(endpoint.local_addr().map_or([0, 0, 0, 0].into(), |a| a.ip())),
+            endpoint.local_addr().map_or(0, |a| a.port()),
+        );
+        let connecting = match incoming.accept_with(config) {
+            Ok(connecting) => connecting,
+            Err(e) => {
+                tracing::debug!(%peer, "QUIC connection failed: {e}");
+                continue;
+            }
+        };
+        let opened = Opened {
+            peer,
+            local,
+            chosen,
+            _permit: permit,
+        };
+        server.tracker.spawn(serve_quic(
+            connecting,
+            opened,
+            server.clone(),
+            handshaking.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// What is known of a QUIC connection before its handshake ends.
+struct Opened {
+    peer: SocketAddr,
+    local: SocketAddr,
+    chosen: Arc<OnceLock<&'static str>>,
+    /// Held for the connection's life: `limits.max_connections` counts QUIC.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Counts an open QUIC connection for as long as it lives.
+struct OpenQuic(Arc<Telemetry>);
+
+impl OpenQuic {
+    fn new(telemetry: &Arc<Telemetry>) -> Self {
+        telemetry.metrics.open_connections.inc();
+        telemetry.metrics.open_quic_connections.inc();
+        OpenQuic(telemetry.clone())
+    }
+}
+
+impl Drop for OpenQuic {
+    fn drop(&mut self) {
+        self.0.metrics.open_connections.dec();
+        self.0.metrics.open_quic_connections.dec();
+    }
+}
+
+/// Decrements the handshakes-in-progress count when the handshake ends.
+struct Handshaking(Arc<AtomicUsize>);
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One QUIC connection: the handshake within `limits.handshake_timeout`,
+/// then its HTTP/3 requests until the client leaves, it idles for
+/// `limits.idle_timeout`, or shutdown sends GOAWAY and its requests end.
+async fn serve_quic(
+    connecting: quinn::Connecting,
+    opened: Opened,
+    server: Arc<Server>,
+    handshaking: Arc<AtomicUsize>,
+    mut shutdown: watch::Receiver<Phase>,
+) {
+    let _open = OpenQuic::new(&server.telemetry);
+    let generation = server.current();
+    let limits = generation.config.limits.clone();
+    let early_data = generation.config.tls.early_data;
+    let metrics = &server.telemetry.metrics;
+    handshaking.fetch_add(1, Ordering::Relaxed);
+    let in_handshake = Handshaking(handshaking);
+    // With 0-RTT on, requests may arrive before the handshake is confirmed:
+    // those are early data until `confirmed` is set.
+    let confirmed = Arc::new(AtomicBool::new(true));
+    let connection = if early_data {
+        match connecting.into_0rtt() {
+            Ok((connection, accepted)) => {
+                confirmed.store(false, Ordering::Relaxed);
+                let confirmed = confirmed.clone();
+                tokio::spawn(async move {
+                    accepted.await;
+                    confirmed.store(true, Ordering::Relaxed);
+                });
+                Ok(connection)
+            }
+            Err(connecting) => tokio::time::timeout(limits.handshake_timeout, connecting)
+                .await
+                .unwrap_or(Err(quinn::ConnectionError::TimedOut)),
+        }
+    } else {
+        tokio::time::timeout(limits.handshake_timeout, connecting)
+            .await
+            .unwrap_or(Err(quinn::ConnectionError::TimedOut))
+    };
+    let connection = match connection {
+        Ok(connection) => connection,
+        Err(e) => {
+            metrics.tls_handshake_failures.inc();
+            tracing::debug!(peer = %opened.peer, "QUIC handshake failed: {e}");
+            return;
+        }
+    };
+    drop(in_handshake);
+    metrics.tls_handshakes.inc();
+    let key_exchange = opened.chosen.get().copied().unwrap_or("-");
+    metrics.count_key_exchange(key_exchange);
+    let conn = Arc::new(Connection {
+        tls_version: "TLSv1.3",
+        key_exchange,
+        ..Connection::new(opened.peer, opened.local)
+    });
+
+    let mut builder = h3::server::builder();
+    builder.max_field_section_size(u64::try_from(limits.max_request_header_bytes).unwrap_or(u64::MAX));
+    let mut h3conn: h3::server::Connection<h3_quinn::Connection, Bytes> =
+        match builder.build(h3_quinn::Connection::new(connection.clone())).await {
+            Ok(h3conn) => h3conn,
+            Err(e) => {
+                tracing::debug!(peer = %opened.peer, "HTTP/3 connection setup failed: {e}");
+                return;
+            }
+        };
+
+    let mut going_away = false;
+    let mut idle_check = tokio::time::interval(IDLE_CHECK);
+    loop {
+        // Lame duck: clients are told (GOAWAY) to take their next request
+        // elsewhere once this connection has served one; draining: at once.
+        let phase = *shutdown.borrow();
+        if !going_away && (phase >= Phase::Draining || (phase >= Phase::LameDuck && conn.requests.started() > 0)) {
+            going_away = true;
+            let _ = h3conn.shutdown(0).await;
+        }
+        if going_away && conn.requests.in_flight() == 0 {
+            break;
+        }
+        tokio::select! {
+            accepted = h3conn.accept(), if !going_away => match accepted {
+                Ok(Some(resolver)) => {
+                    let server = server.clone();
+                    let conn = conn.clone();
+                    let confirmed = confirmed.clone();
+                    server.tracker.clone().spawn(async move {
+                        if let Ok((head, stream)) = resolver.resolve_request().await {
+                            serve_request(head, stream, &server, &conn, &confirmed).await;
+                        }
+                    });
+                }
+                // The client closed, or the connection failed.
+                Ok(None) | Err(_) => break,
+            },
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() == Phase::Abandon {
+                    break;
+                }
+            }
+            _ = idle_check.tick() => {
+                let idle_since = conn.requests.last_done();
+                let idle = conn.requests.in_flight() == 0
+                    && monotonic_millis().saturating_sub(idle_since) >= limits.idle_timeout.as_millis() as u64
+                    && connection.stats().path.rtt < limits.idle_timeout;
+                if idle {
+                    break;
+                }
+            }
+            _ = connection.closed() => break,
+        }
+    }
+    // H3_NO_ERROR: the requests it was given were answered.
+    connection.close(quinn::VarInt::from_u32(0x100), b"");
+}
+
+/// One HTTP/3 request: through the proxy, and its response back on the stream.
+async fn serve_request(
+    head: Request<()>,
+    stream: h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+    server: &Arc<Server>,
+    conn: &Arc<Connection>,
+    confirmed: &AtomicBool,
+) {
+    let (mut send, recv) = stream.split();
+    let (mut parts, ()) = head.into_parts();
+    parts.version = Version::HTTP_3;
+    let response = if !confirmed.load(Ordering::Relaxed) && !is_idempotent(&parts.method) {
+        // RFC 8470: a request that is not safe to replay waits for the
+        // handshake; the client sends it again after it.
+        error_response(StatusCode::TOO_EARLY, "425 Too Early")
+    } else {
+        let body = RequestBody::new(recv, &parts.headers, &parts.method);
+        let generation = server.current();
+        generation.proxy.handle(Request::from_parts(parts, body), conn).await
+    };
+    let (mut parts, mut body) = response.into_parts();
+    strip_connection_headers(&mut parts.headers);
+    if send.send_response(Response::from_parts(parts, ())).await.is_err() {
+        return;
+    }
+    while let Some(frame) = body.frame().await {
+        let sent = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) if data.is_empty() => Ok(()),
+                Ok(data) => send.send_data(data).await,
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => send.send_trailers(trailers).await,
+                    Err(_) => Ok(()),
+                },
+            },
+            Err(_) => {
+                // The app's body failed midway: the client must not take a
+                // cut-off body for a whole one.
+                send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return;
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish().await;
+}
+
+/// RFC 9110 §9.2.2 idempotent methods: safe to receive as 0-RTT data.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// HTTP/3 forbids connection-specific header fields (RFC 9114 §4.2).
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    for name in [
+        &CONNECTION,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// An HTTP/3 request body, as an [`http_body::Body`](hyper::body::Body).
+struct RequestBody {
+    stream: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>,
+    /// Nothing more will come (no body, or the stream ended).
+    ended: bool,
+    /// The DATA frames are over; trailers may follow.
+    data_done: bool,
+    /// A frame read ahead by [`RequestBody::look_ahead`], not yet passed on.
+    first: Option<Frame<Bytes>>,
+    /// `Content-Length`, when given.
+    length: Option<u64>,
+}
+
+impl RequestBody {
+    /// HTTP/3 has no flag on the HEADERS frame that says "no body" as
+    /// HTTP/2 has: a bodiless request is one whose stream has already
+    /// ended (the usual case: FIN comes with the headers), says
+    /// `Content-Length: 0`, or is a GET, HEAD or OPTIONS without a
+    /// `Content-Length` (whose body has no meaning; RFC 9110 §9.3.1).
+    fn new(
+        stream: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>,
+        headers: &HeaderMap,
+        method: &Method,
+    ) -> Self {
+        let length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let bodiless_method = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && length.is_none();
+        let mut body = RequestBody {
+            stream,
+            ended: length == Some(0) || bodiless_method,
+            data_done: false,
+            first: None,
+            length,
+        };
+        if !body.ended {
+            body.look_ahead();
+        }
+        body
+    }
+
+    /// Reads what is already here without waiting (the waker of this one
+    /// poll is never needed: the body polls again, for real): a stream that
+    /// has already ended has no body; data already here is kept.
+    fn look_ahead(&mut self) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.stream.poll_recv_data(&mut cx) {
+            Poll::Ready(Ok(Some(mut data))) => self.first = Some(Frame::data(data.copy_to_bytes(data.remaining()))),
+            Poll::Ready(Ok(None)) => self.data_done = true,
+            Poll::Ready(Err(_)) | Poll::Pending => {}
+        }
+        if self.data_done {
+            match self.stream.poll_recv_trailers(&mut cx) {
+                Poll::Ready(Ok(None)) => self.ended = true,
+                Poll::Ready(Ok(Some(trailers))) => {
+                    self.first = Some(Frame::trailers(trailers));
+                    self.ended = true;
+                }
+                Poll::Ready(Err(_)) | Poll::Pending => {}
+            }
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = h3::error::StreamError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if !self.data_done {
+            match self.stream.poll_recv_data(cx) {
+                Poll::Ready(Ok(Some(mut data))) => {
+                    let bytes = data.copy_to_bytes(data.remaining());
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Poll::Ready(Ok(None)) => self.data_done = true,
+                Poll::Ready(Err(e)) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match self.stream.poll_recv_trailers(cx) {
+            Poll::Ready(Ok(Some(trailers))) => {
+                self.ended = true;
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            Poll::Ready(Ok(None)) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.first.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (self.is_end_stream(), self.length) {
+            (true, _) => SizeHint::with_exact(0),
+            (false, Some(n)) => SizeHint::with_exact(n),
+            (false, None) => SizeHint::default(),
+        }
+    }
+}
