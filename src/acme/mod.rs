@@ -12,6 +12,7 @@
 
 mod explain;
 mod http_client;
+pub mod renewal;
 mod storage;
 
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(2);
 const BACKOFF_CAP: Duration = Duration::from_secs(3600);
 /// How often the manager looks at storage and the configuration.
 const TICK: Duration = Duration::from_secs(1);
+/// After a failed renewal-information request, the wait before the next.
+const ARI_RETRY: Duration = Duration::from_secs(60);
 /// An order that has not finished in this time is abandoned and retried.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -173,13 +176,182 @@ impl Validity {
 
 /// The validity of the certificate stored for `name`, if it reads.
 pub fn stored_validity(storage: &Storage, name: &str) -> Option<Validity> {
+    stored_leaf(storage, name).map(|(_, v)| v)
+}
+
+/// The leaf certificate stored for `name` (DER) and its validity.
+fn stored_leaf(storage: &Storage, name: &str) -> Option<(Vec<u8>, Validity)> {
     let pem = std::fs::read(storage.certificate(name)).ok()?;
     use rustls::pki_types::pem::PemObject;
     let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    Some(Validity {
+    let validity = Validity {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
+    };
+    Some((leaf.as_ref().to_vec(), validity))
+}
+
+/// The renewal plan stored for `name`, when it is about this certificate.
+fn stored_plan(storage: &Storage, name: &str, der: &[u8]) -> Option<renewal::RenewalPlan> {
+    let id = renewal::cert_id(der)?.to_string();
+    let text = std::fs::read(storage.renewal_plan(name)).ok()?;
+    serde_json::from_slice::<renewal::RenewalPlan>(&text)
+        .ok()
+        .filter(|p| p.cert_id == id)
+}
+
+/// Whether the stored certificate `der` is due for renewal: at the
+/// moment drawn in the CA's window when there is one, else by `renew_before`.
+fn still_due(storage: &Storage, name: &str, der: &[u8], config: &AcmeConfig) -> bool {
+    let now = unix_now();
+    match stored_plan(storage, name, der) {
+        Some(plan) => now >= plan.renew_at,
+        None => stored_validity(storage, name).is_none_or(|v| now >= v.renew_at(config.renew_before)),
+    }
+}
+
+/// `renew_before` not shorter than the certificate's lifetime would renew
+/// at once, again and again: a third of the lifetime is used instead, and
+/// said once per certificate.
+fn warn_lifetime(name: &str, config: &AcmeConfig, v: Validity, retry: &mut Retry) {
+    let Some(before) = config.renew_before else { return };
+    let lifetime = (v.not_after - v.not_before).max(0);
+    if i64::try_from(before.as_secs()).unwrap_or(i64::MAX) < lifetime || retry.warned_for == Some(v.not_after) {
+        return;
+    }
+    retry.warned_for = Some(v.not_after);
+    tracing::warn!(
+        "{name}: acme.renew_before = {} is not shorter than the certificate's lifetime ({}); using a third of the lifetime instead ({}): renewal at {}",
+        humantime::format_duration(before),
+        humantime::format_duration(Duration::from_secs(lifetime as u64)),
+        humantime::format_duration(Duration::from_secs((lifetime / 3) as u64)),
+        httpdate_of(v.renew_at(config.renew_before)),
+    );
+}
+
+/// Which account settings an account is for.
+fn account_key(config: &AcmeConfig) -> String {
+    format!(
+        "{}|{:?}|{:?}|{:?}",
+        config.directory_url(),
+        config.directory_ca,
+        config.eab_kid,
+        config.storage
+    )
+}
+
+impl AriSupport {
+    /// Whether the CA of `key` was seen offering renewal information.
+    fn offered(&self, key: &str) -> bool {
+        matches!(&self.known, Some((k, true)) if k == key)
+    }
+
+    /// Not offered by the CA of `key` (asked once per account).
+    fn absent(&self, key: &str) -> bool {
+        matches!(&self.known, Some((k, false)) if k == key)
+    }
+}
+
+/// Asks the CA for the stored certificate's renewal window (RFC 9773) when
+/// the last answer's `Retry-After` has passed, and returns the plan in
+/// force; `None` when the CA offers no renewal information (then
+/// `renew_before` decides, as without ARI).
+async fn check_renewal_info(
+    config: &AcmeConfig,
+    name: &str,
+    der: &[u8],
+    storage: &Storage,
+    account: &mut Option<AccountInUse>,
+    ari: &mut AriSupport,
+    retry: &mut Retry,
+) -> Option<renewal::RenewalPlan> {
+    let key = account_key(config);
+    if ari.absent(&key) {
+        return None;
+    }
+    let id = renewal::cert_id(der)?;
+    let previous = stored_plan(storage, name, der);
+    let now = unix_now();
+    let asked_recently = retry.ari_next.is_some_and(|t| Instant::now() < t);
+    if previous.as_ref().is_some_and(|p| now < p.next_check) || asked_recently {
+        return previous;
+    }
+    let in_use = match ensure_account(config, name, storage, account).await {
+        Ok(in_use) => in_use,
+        Err(failure) => {
+            tracing::warn!("{} (asking for the renewal window)", failure.line);
+            retry.ari_next = Some(Instant::now() + ARI_RETRY);
+            return previous;
+        }
+    };
+    match in_use.account.renewal_info(&id).await {
+        Ok((info, retry_after)) => {
+            ari.known = Some((key, true));
+            retry.ari_next = None;
+            let window = (
+                info.suggested_window.start.unix_timestamp(),
+                info.suggested_window.end.unix_timestamp(),
+            );
+            let mut plan = renewal::plan(
+                previous.as_ref(),
+                &id.to_string(),
+                window,
+                now,
+                retry_after,
+                renewal::random_fraction(),
+            );
+            plan.explanation_url = info.explanation_url;
+            if previous.as_ref().is_none_or(|p| p.renew_at != plan.renew_at) {
+                tracing::info!(
+                    "{name}: the CA suggests renewing between {} and {}{}; renewal at {}",
+                    httpdate_of(plan.window_start),
+                    httpdate_of(plan.window_end),
+                    plan.explanation_url
+                        .as_deref()
+                        .map(|u| format!(" (why: {u})"))
+                        .unwrap_or_default(),
+                    httpdate_of(plan.renew_at),
+                );
+            }
+            if let Ok(json) = serde_json::to_vec_pretty(&plan) {
+                if let Err(e) = storage.write_private(&storage.renewal_plan(name), &json) {
+                    tracing::warn!("{name}: cannot write the renewal plan to acme.storage ({e})");
+                }
+            }
+            Some(plan)
+        }
+        Err(instant_acme::Error::Unsupported(_)) => {
+            ari.known = Some((key, false));
+            None
+        }
+        Err(e) => {
+            tracing::warn!(
+                "{name}: the CA's renewal information could not be read ({}); asking again in {}",
+                error_chain(&e),
+                humantime::format_duration(ARI_RETRY)
+            );
+            retry.ari_next = Some(Instant::now() + ARI_RETRY);
+            previous
+        }
+    }
+}
+
+/// The account for `config`, opened (or registered) when there is none yet
+/// or the settings changed.
+async fn ensure_account<'a>(
+    config: &AcmeConfig,
+    name: &str,
+    storage: &Storage,
+    account: &'a mut Option<AccountInUse>,
+) -> Result<&'a AccountInUse, Failure> {
+    let key = account_key(config);
+    if account.as_ref().is_none_or(|a| a.key != key) {
+        *account = Some(open_account(config, name, storage, key).await?);
+    }
+    account.as_ref().ok_or_else(|| Failure {
+        line: format!("{name}: no ACME account"),
+        not_before: None,
     })
 }
 
@@ -213,6 +385,17 @@ struct AccountInUse {
 struct Retry {
     failures: u32,
     next: Option<Instant>,
+    /// After a failed renewal-information request: when to ask again.
+    ari_next: Option<Instant>,
+    /// The notAfter whose `renew_before` warning was given (once per certificate).
+    warned_for: Option<i64>,
+}
+
+/// Whether the CA offers renewal information (ARI), per account.
+#[derive(Default)]
+struct AriSupport {
+    /// The account key it was learnt for, and the answer.
+    known: Option<(String, bool)>,
 }
 
 /// What certificate management reads of the running server, and nothing more.
@@ -233,6 +416,7 @@ pub trait AcmeHost: Send + Sync + 'static {
 pub async fn manage(server: Arc<dyn AcmeHost>, challenges: Arc<Challenges>) {
     let mut account: Option<AccountInUse> = None;
     let mut retries: HashMap<String, Retry> = HashMap::new();
+    let mut ari = AriSupport::default();
     loop {
         let (config, has_http) = server.acme_settings();
         // A name removed by a reload is forgotten: no more renewals.
@@ -247,8 +431,16 @@ pub async fn manage(server: Arc<dyn AcmeHost>, challenges: Arc<Challenges>) {
             if retry.next.is_some_and(|t| Instant::now() < t) {
                 continue;
             }
-            let due = match stored_validity(&storage, name) {
-                Some(v) => unix_now() >= v.renew_at(config.renew_before),
+            let due = match stored_leaf(&storage, name) {
+                Some((der, v)) => {
+                    warn_lifetime(name, &config, v, retry);
+                    let plan = check_renewal_info(&config, name, &der, &storage, &mut account, &mut ari, retry).await;
+                    match plan {
+                        // The CA steers: renew at the moment drawn in its window.
+                        Some(plan) => unix_now() >= plan.renew_at,
+                        None => unix_now() >= v.renew_at(config.renew_before),
+                    }
+                }
                 None => true,
             };
             if !due {
@@ -270,7 +462,11 @@ pub async fn manage(server: Arc<dyn AcmeHost>, challenges: Arc<Challenges>) {
                 }
             };
             // Another replica may have finished between our look and the lock.
-            if stored_validity(&storage, name).is_some_and(|v| unix_now() < v.renew_at(config.renew_before)) {
+            let replaced = stored_leaf(&storage, name).map(|(der, _)| der);
+            if replaced
+                .as_deref()
+                .is_some_and(|der| !still_due(&storage, name, der, &config))
+            {
                 continue;
             }
             let renewing = stored_validity(&storage, name).is_some();
@@ -279,9 +475,16 @@ pub async fn manage(server: Arc<dyn AcmeHost>, challenges: Arc<Challenges>) {
                 if renewing { "renewing" } else { "ordering" },
                 config.directory_url()
             );
+            // RFC 9773 §5: a renewal names the certificate it replaces when
+            // the CA offers renewal information (Let's Encrypt exempts those
+            // from its rate limits).
+            let replaces = replaced
+                .as_deref()
+                .filter(|_| ari.offered(&account_key(&config)))
+                .and_then(renewal::cert_id);
             let attempt = tokio::time::timeout(
                 ORDER_TIMEOUT,
-                attempt(&config, has_http, name, &storage, &challenges, &mut account),
+                attempt(&config, has_http, name, &storage, &challenges, &mut account, replaces),
             );
             tokio::pin!(attempt);
             // The heartbeat tells replicas this process is still at it.
@@ -356,6 +559,19 @@ pub fn state_lines(config: &AcmeConfig) -> Vec<String> {
             ),
             None => format!("{name}: no certificate yet (handshakes for it fail until one is obtained)"),
         });
+        if let Some(plan) = stored_leaf(&storage, name).and_then(|(der, _)| stored_plan(&storage, name, &der)) {
+            out.push(format!(
+                "  renewal window from the CA (ARI): {} to {}; renewal at {}; next check {}{}",
+                httpdate_of(plan.window_start),
+                httpdate_of(plan.window_end),
+                httpdate_of(plan.renew_at),
+                httpdate_of(plan.next_check),
+                plan.explanation_url
+                    .as_deref()
+                    .map(|u| format!(" (why: {u})"))
+                    .unwrap_or_default()
+            ));
+        }
         if let Ok(text) = std::fs::read_to_string(storage.last_error(name)) {
             let (when, line) = text.trim().split_once(' ').unwrap_or(("0", text.trim()));
             let when = when.parse::<i64>().map(httpdate_of).unwrap_or_default();
@@ -378,25 +594,36 @@ async fn attempt(
     storage: &Storage,
     challenges: &Challenges,
     account: &mut Option<AccountInUse>,
+    replaces: Option<instant_acme::CertificateIdentifier<'static>>,
 ) -> Result<Validity, Failure> {
     let directory = config.directory_url().to_string();
-    let key = format!(
-        "{directory}|{:?}|{:?}|{:?}",
-        config.directory_ca, config.eab_kid, config.storage
-    );
-    if account.as_ref().is_none_or(|a| a.key != key) {
-        *account = Some(open_account(config, name, storage, key).await?);
-    }
-    let Some(AccountInUse { account, client, .. }) = account.as_ref() else {
-        return Err(Failure {
-            line: format!("{name}: no ACME account"),
-            not_before: None,
-        });
-    };
+    let AccountInUse { account, client, .. } = ensure_account(config, name, storage, account).await?;
     let problem = |step: Step, e: instant_acme::Error| failure(name, step, e, &directory, client);
     let identifiers = [Identifier::Dns(name.to_string())];
+    let mut new_order = NewOrder::new(&identifiers);
+    if !config.profile.is_empty() {
+        let offered: Vec<&str> = account.profiles().map(|p| p.name).collect();
+        if !offered.contains(&config.profile.as_str()) {
+            return Err(Failure {
+                line: format!(
+                    "{name}: the CA at {directory} does not offer the ACME profile {:?} (acme.profile); {}",
+                    config.profile,
+                    if offered.is_empty() {
+                        "it offers no profiles: leave acme.profile empty".to_string()
+                    } else {
+                        format!("it offers: {}", offered.join(", "))
+                    }
+                ),
+                not_before: None,
+            });
+        }
+        new_order = new_order.profile(&config.profile);
+    }
+    if let Some(id) = replaces {
+        new_order = new_order.replaces(id);
+    }
     let mut order = account
-        .new_order(&NewOrder::new(&identifiers))
+        .new_order(&new_order)
         .await
         .map_err(|e| problem(Step::Order, e))?;
     let offered = config.usable_challenges(has_http);

@@ -30,6 +30,12 @@ impl Storage {
         self.dir.join("certificates").join(format!("{name}.pem"))
     }
 
+    /// The renewal plan of `name` from the CA's renewal information (ARI),
+    /// for `doctor` and replicas.
+    pub fn renewal_plan(&self, name: &str) -> PathBuf {
+        self.dir.join("status").join(format!("{name}.ari.json"))
+    }
+
     /// The last failure of `name`, one line, for `doctor` and people.
     pub fn last_error(&self, name: &str) -> PathBuf {
         self.dir.join("status").join(format!("{name}.error"))
