@@ -282,6 +282,7 @@ class Pebble:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()  # challtestsrv too
                     raise RuntimeError(f"pebble did not start:\n{_read(self.log)[-3000:]}")
                 time.sleep(0.05)
         return self
