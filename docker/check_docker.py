@@ -6,7 +6,7 @@ promise without a Docker engine:
 
 - docker/Dockerfile: multi-stage, `cargo build --release --locked`, a slim
   runtime stage, the binary at /usr/local/bin/tlsfront, a non-root USER,
-  EXPOSE 8443 8080, STOPSIGNAL SIGTERM, HEALTHCHECK ["tlsfront", "health"]
+  EXPOSE 8443 8443/udp 8080, STOPSIGNAL SIGTERM, HEALTHCHECK ["tlsfront", "health"]
   (exec form, no curl), the config and TLSFRONT_CONFIG, the certificate
   VOLUME created and chowned before it is declared, ENTRYPOINT/CMD; every
   COPY source exists and is not excluded by .dockerignore.
@@ -164,7 +164,7 @@ def check_main_dockerfile(path: Path) -> dict:
 
     expose = last("EXPOSE")
     ports = set(expose["value"].replace("/tcp", "").split()) if expose else set()
-    check({"8443", "8080"} <= ports, "EXPOSE 8443 8080", " ".join(sorted(ports)))
+    check({"8443", "8443/udp", "8080"} <= ports, "EXPOSE 8443 8443/udp 8080", " ".join(sorted(ports)))
     facts["expose"] = ports
 
     stop = last("STOPSIGNAL")
@@ -388,6 +388,7 @@ def check_compose(path: Path, config: dict) -> None:
     # variable is set (docker/test.sh remaps to free loopback ports).
     ports = [with_defaults(str(p)) for p in tf.get("ports") or []]
     check("8443:8443" in ports, 'tlsfront publishes "8443:8443" by default', ", ".join(ports))
+    check("8443:8443/udp" in ports, 'tlsfront publishes "8443:8443/udp" (HTTP/3) by default', ", ".join(ports))
     check("8080:8080" in ports, 'tlsfront publishes "8080:8080" by default', ", ".join(ports))
     vols = [str(v) for v in tf.get("volumes") or []]
     certs_vol = [v for v in vols if v.split(":")[1:2] == [CERTS_DIR]]

@@ -62,7 +62,10 @@ pub fn plan(
             from + (span * random.clamp(0.0, 1.0)) as i64
         }
     };
-    let wait = retry_after.clamp(MIN_CHECK_INTERVAL, MAX_CHECK_INTERVAL);
+    // Rounded up: "Retry-After: 3" arrives as 2.99 s from now, and must not
+    // become 2.
+    let wait = Duration::from_secs(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+        .clamp(MIN_CHECK_INTERVAL, MAX_CHECK_INTERVAL);
     RenewalPlan {
         cert_id: cert_id.to_string(),
         window_start: start,
@@ -115,6 +118,11 @@ mod tests {
         let p = plan(None, "a.1", (10 * HOUR, 20 * HOUR), 0, Duration::from_secs(60), 0.5);
         assert_eq!(p.renew_at, 15 * HOUR);
         assert_eq!(p.next_check, 60);
+        let almost = plan(None, "a.1", (10 * HOUR, 20 * HOUR), 0, Duration::from_millis(2999), 0.5);
+        assert_eq!(
+            almost.next_check, 3,
+            "a Retry-After read a moment late is not cut short"
+        );
         let low = plan(None, "a.1", (10 * HOUR, 20 * HOUR), 0, Duration::ZERO, 0.0);
         assert_eq!(low.renew_at, 10 * HOUR);
         assert_eq!(low.next_check, 1, "Retry-After below a second is clamped");

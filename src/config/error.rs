@@ -51,6 +51,16 @@ pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The known word closest to a misspelt one, if any is close.
+fn did_you_mean<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(&word.to_lowercase(), &k.to_lowercase()), *k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
 /// Turns serde/toml wording into a message a person understands, with a
 /// "did you mean" for misspelt keys.
 pub(super) fn explain_toml_error(path: &str, message: &str) -> (Option<String>, String) {
@@ -64,12 +74,8 @@ pub(super) fn explain_toml_error(path: &str, message: &str) -> (Option<String>, 
                 Some(p) => format!("{p}.{field}"),
                 None => field.to_string(),
             };
-            let suggestion = known
-                .iter()
-                .map(|k| (strsim::jaro_winkler(field, k), *k))
-                .filter(|(score, _)| *score > 0.8)
-                .max_by(|a, b| a.0.total_cmp(&b.0))
-                .map(|(_, k)| format!("did you mean `{k}`? "))
+            let suggestion = did_you_mean(field, &known)
+                .map(|k| format!("did you mean `{k}`? "))
                 .unwrap_or_default();
             return (
                 Some(key),
@@ -83,9 +89,15 @@ pub(super) fn explain_toml_error(path: &str, message: &str) -> (Option<String>, 
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         if let Some((value, expected)) = rest.rsplit_once("`, expected") {
             let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            let suggestion = did_you_mean(value, &known)
+                .map(|k| format!("did you mean {k:?}? "))
+                .unwrap_or_default();
             return (
                 path,
-                format!("{value:?} is not allowed; expected one of {}", known.join(", ")),
+                format!(
+                    "{value:?} is not allowed; {suggestion}expected one of {}",
+                    known.join(", ")
+                ),
             );
         }
     }

@@ -59,6 +59,11 @@ impl QuicSetup {
         tls.alpn_protocols = vec![ALPN_H3.to_vec()];
         // RFC 9001 §4.6.1: 0xffffffff or nothing.
         tls.max_early_data_size = if config.tls.early_data { u32::MAX } else { 0 };
+        if config.tls.early_data {
+            // rustls accepts 0-RTT only on stateful resumption (its session
+            // cache, which also refuses a replayed ticket), not on tickets.
+            tls.ticketer = Arc::new(StatefulResumption);
+        }
         let tls = Arc::new(tls);
         let crypto = QuicServerConfig::try_from(tls.clone()).map_err(|e| format!("QUIC TLS: {e}"))?;
         let limits = &config.limits;
@@ -90,6 +95,28 @@ impl QuicSetup {
         let mut quic = self.quic.clone();
         quic.crypto = Arc::new(crypto);
         Ok((Arc::new(quic), chosen))
+    }
+}
+
+/// No tickets: resumption through rustls' session cache instead.
+#[derive(Debug)]
+struct StatefulResumption;
+
+impl rustls::server::ProducesTickets for StatefulResumption {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
     }
 }
 
@@ -294,7 +321,9 @@ async fn serve_quic(
         let phase = *shutdown.borrow();
         if !going_away && (phase >= Phase::Draining || (phase >= Phase::LameDuck && conn.requests.started() > 0)) {
             going_away = true;
-            let _ = h3conn.shutdown(0).await;
+            // GOAWAY names the first request stream not served: every
+            // request already accepted is answered (RFC 9114 §5.2).
+            let _ = h3conn.shutdown(1).await;
         }
         if going_away && conn.requests.in_flight() == 0 {
             break;
@@ -471,6 +500,10 @@ impl RequestBody {
         }
     }
 }
+
+// No `Drop` that calls `stop_sending`: h3-quinn 0.0.10 unwraps the stream
+// there, which a read in progress has taken (a panic). Dropping the stream
+// sends STOP_SENDING itself (code 0).
 
 impl Body for RequestBody {
     type Data = Bytes;

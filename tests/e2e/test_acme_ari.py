@@ -46,7 +46,7 @@ ISSUE_TIMEOUT = 60.0  # first certificate of a name (pebble validates, issues)
 START_TIMEOUT = 20.0
 DAY = 86400
 # Where the contract puts a name's ARI state, relative to acme.storage.
-ARI_STATE = "{name}.ari.json"
+ARI_STATE = "status/{name}.ari.json"
 
 
 # --------------------------------------------------------------- fixtures
