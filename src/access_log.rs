@@ -41,7 +41,7 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
-    /// `ip - - [time] "METHOD path PROTO" status bytes host="…" upstream_ms=… total_ms=… tls=…`
+    /// `ip - - [time] "METHOD path PROTO" status bytes host="…" upstream_ms=… total_ms=… tls=… kx=…`
     pub fn common(&self) -> String {
         let t = time::OffsetDateTime::from(self.time);
         let host = self.host.as_ref().map(|h| escape(h.as_bytes())).unwrap_or_default();
@@ -215,7 +215,7 @@ mod tests {
     fn common_line() {
         assert_eq!(
             record().common(),
-            "2001:db8::1 - - [18/Nov/2026:11:06:40 +0000] \"POST /login?next=%2F HTTP/2.0\" 302 199 host=\"app.example:8443\" upstream_ms=1.500 total_ms=2.250 tls=TLSv1.3"
+            "2001:db8::1 - - [18/Nov/2026:11:06:40 +0000] \"POST /login?next=%2F HTTP/2.0\" 302 199 host=\"app.example:8443\" upstream_ms=1.500 total_ms=2.250 tls=TLSv1.3 kx=X25519MLKEM768"
         );
     }
 

@@ -346,6 +346,7 @@ mod tests {
             ("open_tunnels", "tlsfront_open_tunnels 1"),
             ("tls_handshakes", "tlsfront_tls_handshakes_total 0"),
             ("tls_handshake_failures", "tlsfront_tls_handshake_failures_total 0"),
+            ("open_quic_connections", "tlsfront_open_quic_connections 0"),
             ("received_bytes", "tlsfront_received_bytes_total 0"),
             ("sent_bytes", "tlsfront_sent_bytes_total 0"),
             ("config_reloads", "tlsfront_config_reloads_total 0"),

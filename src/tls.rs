@@ -527,6 +527,39 @@ mod tests {
         assert!(e.message.contains("no private key"), "{e}");
     }
 
+    #[test]
+    fn the_group_chosen_is_the_clients_first_that_the_server_has() {
+        use rustls::NamedGroup as G;
+        let all = KeyExchange::DEFAULT;
+        // Chromium: hybrid first.
+        assert_eq!(
+            chosen_group(&[G::X25519MLKEM768, G::X25519, G::secp256r1], &all),
+            Some("X25519MLKEM768")
+        );
+        // OpenSSL 3.0: classical only.
+        assert_eq!(chosen_group(&[G::X25519, G::secp256r1], &all), Some("X25519"));
+        // The operator dropped the hybrid group.
+        let classical = [KeyExchange::X25519, KeyExchange::Secp256r1];
+        assert_eq!(
+            chosen_group(&[G::X25519MLKEM768, G::X25519], &classical),
+            Some("X25519")
+        );
+        assert_eq!(chosen_group(&[G::secp521r1], &all), None);
+    }
+
+    #[test]
+    fn the_provider_offers_the_configured_groups_in_order() {
+        let p = crypto_provider(&[KeyExchange::X25519, KeyExchange::X25519MLKEM768]);
+        let names: Vec<&str> = p.kx_groups.iter().map(|g| group_name(g.name())).collect();
+        assert_eq!(names, ["X25519", "X25519MLKEM768"]);
+        let default: Vec<&str> = crypto_provider(&KeyExchange::DEFAULT)
+            .kx_groups
+            .iter()
+            .map(|g| group_name(g.name()))
+            .collect();
+        assert_eq!(default, ["X25519MLKEM768", "X25519", "secp256r1", "secp384r1"]);
+    }
+
     /// Verifies `cert` for `name` against `ca` as a client would.
     fn verify(ca: &Path, cert: &Path, name: &str) -> Result<(), rustls::Error> {
         use rustls::client::danger::ServerCertVerifier;

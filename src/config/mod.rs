@@ -507,6 +507,26 @@ rewrite_location = false
     }
 
     #[test]
+    fn key_exchange_groups_are_checked() {
+        let c = parse("[tls]\nkey_exchange = [\"X25519\", \"secp256r1\"]\n").unwrap();
+        assert_eq!(c.tls.key_exchange, [KeyExchange::X25519, KeyExchange::Secp256r1]);
+        let e = parse("[tls]\nkey_exchange = [\"X25519MLKEM76\"]\n").unwrap_err();
+        assert!(e.message.contains("did you mean \"X25519MLKEM768\""), "{e}");
+        let e = parse("[tls]\nkey_exchange = [\"x25519\"]\n").unwrap_err();
+        assert!(e.message.contains("did you mean \"X25519\""), "{e}");
+        for (text, wanted) in [
+            ("key_exchange = []", "is empty"),
+            ("key_exchange = [\"X25519\", \"X25519\"]", "twice"),
+            ("key_exchange = [\"X25519MLKEM768\"]", "TLS 1.2 cannot use"),
+        ] {
+            let e = parse(&format!("[tls]\n{text}\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("tls.key_exchange"), "{text}");
+            assert!(e.message.contains(wanted), "{text}: {e}");
+        }
+        parse("[tls]\nmin_version = \"1.3\"\nkey_exchange = [\"X25519MLKEM768\"]\n").unwrap();
+    }
+
+    #[test]
     fn unknown_key_has_position_and_suggestion() {
         let e = parse("[listen]\nhtps = \"0.0.0.0:1\"\n").unwrap_err();
         assert_eq!(e.position, Some((2, 1)));
@@ -685,7 +705,9 @@ rewrite_location = false
             .map(|l| match l.strip_prefix("# ") {
                 Some(rest)
                     if rest.split_once(" = ").is_some_and(|(k, _)| {
-                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        !k.is_empty()
+                            && k.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                     }) =>
                 {
                     rest
@@ -701,7 +723,11 @@ rewrite_location = false
         let shown = Config::default().to_string();
         for line in shipped.lines() {
             if let Some((key, _)) = line.strip_prefix("# ").and_then(|l| l.split_once(" = ")) {
-                if !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                if !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
                     assert!(
                         shown.contains(&format!("\n{key} = ")),
                         "{key} is not printed by Display"
@@ -731,7 +757,10 @@ rewrite_location = false
         let mut keys: Vec<&str> = route
             .lines()
             .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
-            .filter(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .filter(|k| {
+                k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
             .collect();
         keys.extend(["servers", "ca", "server_name"]);
         for key in keys {

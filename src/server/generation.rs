@@ -18,7 +18,7 @@ use crate::reload;
 use crate::telemetry::Telemetry;
 
 use super::handshake::ProxyHeaderGate;
-use super::http3::QuicSetup;
+use super::quic::QuicSetup;
 
 /// A configuration and its certificates, loaded and validated.
 pub struct Loaded {

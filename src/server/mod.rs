@@ -4,7 +4,7 @@
 //! `serve` (one connection's HTTP/1.1 or HTTP/2), `plain_http` (redirects
 //! and http-01), `generation` (what a reload swaps), `state` (what outlives
 //! generations, and the views admin, reload and ACME get of it), `http3`
-//! (QUIC connections and their requests).
+//! (QUIC connections and their requests), `quic` (a generation's QUIC setup).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,6 +27,7 @@ mod generation;
 mod handshake;
 mod http3;
 mod plain_http;
+mod quic;
 mod serve;
 mod state;
 
@@ -69,7 +70,7 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
     let first = generation::build_generation(initial, &telemetry, &hints, &tracker);
     // HTTP/3 on the same address and port, over UDP.
     let quic = match (&first.quic, config.listen.http3) {
-        (Some(setup), true) => Some(http3::bind(https_addr, setup).map_err(ServerError)?),
+        (Some(setup), true) => Some(quic::bind(https_addr, setup).map_err(ServerError)?),
         (None, true) => {
             return Err(ServerError(
                 "HTTP/3 cannot start (see above); listen.http3 = false turns it off".into(),
