@@ -34,6 +34,7 @@ import json
 import os
 import random
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -42,6 +43,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from aioquic.h3.connection import H3_ALPN
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.tls import Epoch
 
 from conftest import DEMO_PASSWORD, DEMO_USER, DemoApp, tlsfront_bin
 from h3_support import (
@@ -576,6 +581,181 @@ def test_early_data_refused_by_default(front: Front):
         c2.close()
 
 
+# --------------------------------------------------------------------------- 0-RTT with tls.early_data = true
+
+
+# RFC 9001 section 4.6.1: a ticket that allows 0-RTT says 0xffffffff.
+QUIC_MAX_EARLY_DATA = 0xFFFFFFFF
+# How long a 0-RTT client keeps its Finished back: the server has had the
+# early request for that long before its handshake can complete, so what it
+# does with it is what it does with early data (no race with the Finished).
+EARLY_HOLD = 0.3
+
+
+@pytest.fixture(scope="module")
+def early_front(tmp_path_factory, h3certs, h3app, demo_app: DemoApp) -> Front:
+    port = free_dual_port()
+    cfg = front_config(port, h3certs, upstream=demo_app.base_url, tls="early_data = true\n", tail=routes(h3app))
+    f = start_front(tmp_path_factory.mktemp("early"), h3certs, cfg, port, name="tlsfront-h3-early")
+    yield f
+    f.stop()
+
+
+def early_data_ticket(front: Front):
+    """A session ticket from a completed connection, one that allows 0-RTT."""
+    with h3(front) as c:
+        assert c.get("/healthz").status == 200
+        try:
+            c.pump(3.0, until=lambda: any(t.max_early_data_size for t in c.session_tickets))
+        except H3Timeout:
+            pass
+    tickets = list(c.session_tickets)
+    assert tickets, "no session ticket from tlsfront with tls.early_data = true: no resumption, so no 0-RTT"
+    sizes = [t.max_early_data_size for t in tickets]
+    assert QUIC_MAX_EARLY_DATA in sizes, f"no ticket allows 0-RTT (max_early_data_size of each: {sizes})"
+    return [t for t in tickets if t.max_early_data_size == QUIC_MAX_EARLY_DATA][-1]
+
+
+def start_0rtt(front: Front, ticket) -> H3Client:
+    """A resumed client whose first flight is out (Initial, plus 0-RTT keys)."""
+    c = H3Client(front.port, cafile=front.ca, session_ticket=ticket)
+    c.start()
+    assert c.quic._cryptos[Epoch.ZERO_RTT].send.is_valid(), "aioquic has no 0-RTT keys with this ticket"
+    assert not c.quic._cryptos[Epoch.ONE_RTT].send.is_valid()
+    return c
+
+
+def send_early(c: H3Client, method: str, path: str, **kwargs) -> int:
+    """Sends a request before the handshake: all of it goes out in 0-RTT
+    packets (no 1-RTT keys yet, nothing left unsent)."""
+    assert c.handshake is None and not c.quic._cryptos[Epoch.ONE_RTT].send.is_valid()
+    sid = c.send_request(method, path, **kwargs)
+    sender = c.quic._streams[sid].sender
+    assert len(sender._pending) == 0 and not sender._pending_eof, "part of the early request was held back"
+    assert c.handshake is None and not c.quic._cryptos[Epoch.ONE_RTT].send.is_valid()
+    return sid
+
+
+def test_early_data_on_get_as_0rtt_accepted(early_front: Front, h3app: H3App):
+    f = early_front
+    ticket = early_data_ticket(f)
+    t = tag("0rtt-get")
+    c = start_0rtt(f, ticket)
+    try:
+        sid = send_early(c, "GET", f"/mnt/whoami?t={t}")
+        time.sleep(EARLY_HOLD)
+        r = c.wait_response(sid, timeout=TIMEOUT)
+        assert c.handshake is not None, r
+        assert c.handshake.session_resumed, c.handshake
+        assert c.handshake.early_data_accepted is True, f"0-RTT not accepted with early_data = true: {c.handshake}"
+        assert r.status == 200, r
+        info = json_body(r)
+        assert info["app"] == "h3app" and info["method"] == "GET" and info["query"] == f"t={t}", info
+        # The connection goes on as usual after the handshake.
+        r2 = c.get("/mnt/healthz")
+        assert r2.status == 200 and r2.body == b"ok", r2
+    finally:
+        c.close()
+    f.wait_access(f'"GET /mnt/whoami?t={t} HTTP/3.0" 200')
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RFC 8470 section 5.1: tlsfront forwards an idempotent 0-RTT request before the handshake "
+    "completes without Early-Data: 1",
+)
+def test_early_data_on_0rtt_get_forwarded_early_carries_early_data_header(early_front: Front, h3app: H3App):
+    """An intermediary that forwards a request before the handshake with its
+    client completes MUST add `Early-Data: 1` (RFC 8470 section 5.1), so the
+    app can answer 425 itself. Whether it was forwarded that early is seen
+    from the app's log while the client still keeps its Finished back."""
+    f = early_front
+    ticket = early_data_ticket(f)
+    t = tag("0rtt-hdr")
+    c = start_0rtt(f, ticket)
+    try:
+        sid = send_early(c, "GET", f"/mnt/whoami?t={t}")
+        deadline = time.monotonic() + 2.0
+        while t not in h3app.log_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        forwarded_early = t in h3app.log_text()  # and no Finished from us yet
+        r = c.wait_response(sid, timeout=TIMEOUT)
+        assert c.handshake is not None and c.handshake.early_data_accepted is True, c.handshake
+        assert r.status == 200, r
+        headers = json_body(r)["headers"]
+    finally:
+        c.close()
+    if forwarded_early:
+        assert headers.get("Early-Data") == "1", f"forwarded before the handshake completed, without Early-Data: 1: {headers}"
+
+
+def test_early_data_on_post_as_0rtt_gets_425_and_never_reaches_app(early_front: Front, h3app: H3App):
+    f = early_front
+    ticket = early_data_ticket(f)
+    early, late = tag("0rtt-post"), tag("1rtt-post")
+    body = b"x=1&y=2"
+    hdrs = {"content-type": "application/x-www-form-urlencoded"}
+    c = start_0rtt(f, ticket)
+    try:
+        sid = send_early(c, "POST", f"/mnt/whoami?t={early}", body=body, headers=hdrs)
+        time.sleep(EARLY_HOLD)
+        r = c.wait_response(sid, timeout=TIMEOUT)
+        assert c.handshake is not None and c.handshake.early_data_accepted is True, (
+            f"0-RTT not accepted with early_data = true, so the POST was not early data: {c.handshake}"
+        )
+        assert r.status == 425, f"a POST in 0-RTT must get 425 Too Early: {r}"
+        # The same POST once the handshake is done (and confirmed: HANDSHAKE_DONE).
+        c.pump(TIMEOUT, until=lambda: c.quic._handshake_confirmed)
+        r2 = c.request("POST", f"/mnt/whoami?t={late}", body=body, headers=hdrs)
+        assert r2.status == 200, f"the POST after the handshake: {r2}"
+        info = json_body(r2)
+        assert info["method"] == "POST" and info["query"] == f"t={late}", info
+    finally:
+        c.close()
+    # The app logs each request it gets (Werkzeug): the late POST is there,
+    # the early one never.
+    wait_for("the app to log the POST sent after the handshake", lambda: late in h3app.log_text(), 5, h3app.log)
+    time.sleep(0.3)
+    assert early not in h3app.log_text(), "the POST sent as 0-RTT reached the app"
+
+
+def send_with_finished(c: H3Client, method: str, path: str, **kwargs) -> int:
+    """Sends a request in the client's first 1-RTT flight: in the same
+    datagram as its Finished (what browsers do), so after the handshake but
+    with nothing in between."""
+    deadline = time.monotonic() + TIMEOUT
+    while not c.quic._cryptos[Epoch.ONE_RTT].send.is_valid():
+        assert time.monotonic() < deadline and c.terminated is None, "no handshake"
+        select.select([c.sock], [], [], 0.05)
+        c._receive()  # the server's flight: our Finished is queued, not sent
+    return c.send_request(method, path, **kwargs)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="the 0-RTT flag in serve_quic is cleared by a separately spawned task awaiting ZeroRttAccepted: "
+    "a request that comes right with the client's Finished can be judged before that task runs",
+)
+def test_early_data_on_post_right_after_handshake_is_not_425(early_front: Front):
+    """No ticket, so no 0-RTT at all: a POST in the first 1-RTT datagram is not
+    early data (RFC 8470 section 5.2: 425 only for requests in early data)."""
+    f = early_front
+    statuses = []
+    for i in range(30):
+        c = H3Client(f.port, cafile=f.ca)
+        try:
+            c.start()
+            sid = send_with_finished(c, "POST", f"/mnt/whoami?t=with-finished-{i}", body=b"a=1")
+            r = c.wait_response(sid, timeout=TIMEOUT)
+            assert c.handshake is not None and not c.handshake.early_data_accepted, c.handshake
+            statuses.append(r.status)
+        finally:
+            c.close()
+    print(f"POST with the client's Finished, 30 new connections: {sorted(set(statuses))} "
+          f"{[statuses.count(s) for s in sorted(set(statuses))]}")
+    assert statuses.count(200) == len(statuses), f"1-RTT requests answered 425 Too Early: {statuses}"
+
+
 # --------------------------------------------------------------------------- tlsfront check
 
 
@@ -742,6 +922,227 @@ def test_stream_reset_flood_leaves_it_serving(hostile_front: Front, h3app: H3App
     with h3(f) as c2:
         r = c2.get("/whoami?t=after-reset-flood")
     assert r.status == 200, r
+
+
+# --------------------------------------------------------------------------- address validation: Retry and amplification
+
+
+# src/server/http3.rs RETRY_ABOVE_HANDSHAKES: with more handshakes than this
+# in progress, a client whose address is not validated gets a Retry first.
+RETRY_ABOVE_HANDSHAKES = 64
+PILE_UP = 96
+PILE_UP_HANDSHAKE_TIMEOUT = 2.0
+# RFC 9000 section 8.1: before the client's address is validated, at most
+# three times the bytes received from it.
+AMPLIFICATION_FACTOR = 3
+
+LONG_HEADER_TYPES = {0: "initial", 1: "0rtt", 2: "handshake", 3: "retry"}
+
+
+def client_initial(port: int) -> bytes:
+    """A real client's first datagram: aioquic's Initial with its ClientHello,
+    padded to 1200 bytes. Whoever sends it and never answers leaves the
+    server with a handshake in progress."""
+    q = QuicConnection(
+        configuration=QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost")
+    )
+    q.connect(("127.0.0.1", port), now=time.monotonic())
+    datagrams = q.datagrams_to_send(now=time.monotonic())
+    assert len(datagrams) == 1, [len(d) for d, _ in datagrams]
+    data = datagrams[0][0]
+    assert len(data) == 1200 and packet_kind(data) == "initial", (len(data), data[:8].hex())
+    return data
+
+
+def packet_kind(datagram: bytes) -> str:
+    """The (first) packet's type, from its first byte: QUIC v1 long headers
+    carry it in bits 4-5 (RFC 9000 section 17.2)."""
+    first = datagram[0]
+    if not first & 0x80:
+        return "1rtt"
+    if datagram[1:5] == b"\x00\x00\x00\x00":
+        return "version_negotiation"
+    return LONG_HEADER_TYPES[(first >> 4) & 0x3]
+
+
+def watched_client(front: Front) -> tuple[H3Client, list[str]]:
+    """An H3Client that notes the kind of every datagram it receives."""
+    c = H3Client(front.port, cafile=front.ca)
+    kinds: list[str] = []
+    receive = c.quic.receive_datagram
+
+    def noted(data, addr, now):
+        kinds.append(packet_kind(data))
+        return receive(data, addr, now)
+
+    c.quic.receive_datagram = noted
+    return c, kinds
+
+
+def new_client_get(front: Front, path: str) -> tuple[list[str], int, object]:
+    """A new connection, one GET: (kinds of the datagrams received, aioquic's
+    retry count, response)."""
+    c, kinds = watched_client(front)
+    try:
+        c.start()
+        c.wait_handshake(TIMEOUT)
+        r = c.get(path)
+        return kinds, c.quic._retry_count, r
+    finally:
+        c.close()
+
+
+def first_datagram_kinds(socks: list[socket.socket], seen: dict[int, str]) -> list[str | None]:
+    """For each (non-blocking) socket, the kind of the first datagram it has
+    received (None while none has); reads what has come since, `seen` keeps
+    the first kinds between calls."""
+    for i, s in enumerate(socks):
+        while True:
+            try:
+                data = s.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            seen.setdefault(i, packet_kind(data))
+    return [seen.get(i) for i in range(len(socks))]
+
+
+@pytest.mark.parametrize(
+    "early_data",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="with tls.early_data = true, serve_quic takes quinn's into_0rtt() (always Ok on a server) "
+                "as the end of the handshake: the in-progress count drops at once (no Retry ever) and "
+                "handshake_timeout never applies",
+            ),
+        ),
+    ],
+    ids=["early_data-off", "early_data-on"],
+)
+def test_retry_under_handshake_pile_up_then_none_once_cleared(tmp_path, h3certs, demo_app: DemoApp, early_data: bool):
+    port = free_dual_port()
+    cfg = front_config(
+        port,
+        h3certs,
+        upstream=demo_app.base_url,
+        tls=f"early_data = {str(early_data).lower()}\n",
+        limits=f'handshake_timeout = "{int(PILE_UP_HANDSHAKE_TIMEOUT)}s"\n',
+    )
+    f = start_front(tmp_path / "retry", h3certs, cfg, port, name="tlsfront-h3-retry")
+    socks: list[socket.socket] = []
+    try:
+        kinds, retries, r = new_client_get(f, "/healthz?t=before-pile-up")
+        assert r.status == 200, r
+        assert kinds[0] == "initial" and retries == 0, f"Retry with no pile-up: {kinds}"
+
+        initials = [client_initial(port) for _ in range(PILE_UP)]  # made before the clock runs
+        wait_for("the first client's connection to end", lambda: f.metric("tlsfront_open_quic_connections") == 0, 5)
+        failures = f.metric("tlsfront_tls_handshake_failures_total")
+        seen: dict[int, str] = {}
+        started = time.monotonic()
+        for i, data in enumerate(initials):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))  # a source port of its own: a client of its own
+            s.setblocking(False)
+            socks.append(s)
+            s.sendto(data, ("127.0.0.1", port))
+            if i % 16 == 15:
+                time.sleep(0.005)  # for the server to read them rather than the kernel drop them
+        # They pile up as handshakes in progress that never complete, up to
+        # the threshold; the Initials beyond it got a Retry, never answered.
+        wait_for(
+            f"{RETRY_ABOVE_HANDSHAKES} handshakes in progress",
+            lambda: f.metric("tlsfront_open_quic_connections") >= RETRY_ABOVE_HANDSHAKES,
+            PILE_UP_HANDSHAKE_TIMEOUT / 2,
+            f.log,
+        )
+        piled = f.metric("tlsfront_open_quic_connections")
+        lead = time.monotonic() - started
+        assert lead < PILE_UP_HANDSHAKE_TIMEOUT / 2, f"the pile-up took {lead:.2f}s to build: too slow to test"
+        first_kinds = wait_for(
+            "an answer to every Initial of the pile-up",
+            lambda: (k := first_datagram_kinds(socks, seen)) and all(k) and k,
+            PILE_UP_HANDSHAKE_TIMEOUT / 2,
+            f.log,
+        )
+        # (Not exactly 64: tlsfront counts a handshake in its connection's
+        # task, so a burst can get a few more in before the count catches up.)
+        retried = first_kinds.count("retry")
+        assert first_kinds.count("initial") >= RETRY_ABOVE_HANDSHAKES and retried > 0, (
+            f"{piled:.0f} handshakes in progress; first answers: {sorted(set(first_kinds))} "
+            f"{[first_kinds.count(k) for k in sorted(set(first_kinds))]}"
+        )
+
+        # The first stalled handshakes end at `started` + handshake_timeout.
+        assert time.monotonic() - started < PILE_UP_HANDSHAKE_TIMEOUT - 0.5, "too slow: the pile-up is about to clear"
+        kinds, retries, r = new_client_get(f, "/healthz?t=during-pile-up")
+        print(
+            f"{piled:.0f} handshakes in progress after {lead:.2f}s, {retried} of {PILE_UP} stalled clients got a Retry; "
+            f"a new client received {kinds[:6]}"
+        )
+        assert kinds[0] == "retry", f"no Retry first with {piled:.0f} handshakes in progress: {kinds}"
+        assert retries == 1, retries
+        assert r.status == 200 and r.body == b"ok", f"the client that got a Retry: {r}"
+
+        # handshake_timeout ends the stalled handshakes; then no Retry again.
+        wait_for(
+            "the stalled handshakes to time out",
+            lambda: f.metric("tlsfront_tls_handshake_failures_total") >= failures + RETRY_ABOVE_HANDSHAKES
+            and f.metric("tlsfront_open_quic_connections") == 0,
+            PILE_UP_HANDSHAKE_TIMEOUT + 5,
+            f.log,
+        )
+        cleared = time.monotonic() - started
+        assert cleared >= PILE_UP_HANDSHAKE_TIMEOUT - 0.1, f"stalled handshakes ended after {cleared:.2f}s"
+        kinds, retries, r = new_client_get(f, "/healthz?t=after-pile-up")
+        assert r.status == 200, r
+        assert kinds[0] == "initial" and retries == 0, f"Retry after the pile-up cleared ({cleared:.2f}s): {kinds}"
+        assert f.alive()
+    finally:
+        for s in socks:
+            s.close()
+        f.stop()
+
+
+def test_silent_client_gets_at_most_3x_its_initial(hostile_front: Front):
+    """One valid 1200-byte Initial from an address that never answers (as a
+    spoofed one would not): over 3 s, handshake retransmissions included,
+    the server may send it at most 3 x 1200 bytes (RFC 9000 section 8.1).
+
+    quinn-proto 0.11 starts a full-size datagram whenever any of the 3x budget
+    is left (quinn PR #1148, for issue #1082), so it can overshoot by up to
+    one datagram less a byte. What it must never do is start a datagram once
+    the budget is used up, or go on sending: that is asserted; overshooting
+    3 x 1200 within that one datagram is reported as an expected failure."""
+    f = hostile_front
+    data = client_initial(f.port)
+    limit = AMPLIFICATION_FACTOR * len(data)
+    got: list[tuple[float, str, int]] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        start = time.monotonic()
+        s.sendto(data, ("127.0.0.1", f.port))
+        end = start + 3.0
+        while (left := end - time.monotonic()) > 0:
+            ready, _, _ = select.select([s], [], [], left)
+            if ready:
+                datagram = s.recv(65536)
+                got.append((round(time.monotonic() - start, 2), packet_kind(datagram), len(datagram)))
+    sizes = [n for _, _, n in got]
+    total = sum(sizes)
+    print(f"one {len(data)}-byte Initial: {len(got)} datagrams, {total} bytes back (limit {limit}): {got}")
+    assert got and got[0][1] == "initial", f"no handshake answer to a valid Initial: {got}"
+    assert sum(sizes[:-1]) < limit, f"a datagram started after {limit} bytes had been sent: {got}"
+    assert total < limit + len(data), f"{total} bytes sent to an address that sent {len(data)}: {got}"
+    assert f.alive()
+    if total > limit:
+        pytest.xfail(
+            f"RFC 9000 8.1: {total} bytes > 3 x {len(data)} to an unvalidated address "
+            "(quinn-proto sends a full datagram while any budget is left)"
+        )
 
 
 # --------------------------------------------------------------------------- signals
