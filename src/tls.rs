@@ -343,17 +343,55 @@ fn dev_ca(dir: &Path, ca_path: &Path) -> Result<(Certificate, KeyPair, bool), Tl
             fs::read_to_string(&ca_key_path).map_err(|e| err(&ca_key_path, format!("cannot read the CA key: {e}")))?;
         let key =
             KeyPair::from_pem(&key_pem).map_err(|e| err(&ca_key_path, format!("is not a usable CA key ({e})")))?;
-        let cert_pem = fs::read_to_string(ca_path).map_err(|e| err(ca_path, format!("cannot read the CA: {e}")))?;
-        let params = CertificateParams::from_ca_cert_pem(&cert_pem)
+        let cert_pem = fs::read(ca_path).map_err(|e| err(ca_path, format!("cannot read the CA: {e}")))?;
+        let der = CertificateDer::from_pem_slice(&cert_pem)
+            .map_err(|e| err(ca_path, format!("is not a PEM certificate ({e})")))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
             .map_err(|e| err(ca_path, format!("is not a usable CA certificate ({e})")))?;
-        // Re-signing the parsed CA gives an issuer with the same name and key,
-        // so the leaf chains to the ca.pem the user already trusts.
+        // The CA is tlsfront's own: its parameters are made again (rather than
+        // parsed by rcgen, whose parser pulls ring into the binary) and
+        // checked against the file, so the leaf chains to the ca.pem the
+        // user already trusts: the same name, the same key.
+        let mut params = dev_ca_params(dir)?;
+        params.not_before = parsed.validity().not_before.to_datetime();
+        params.not_after = parsed.validity().not_after.to_datetime();
         let cert = params
             .self_signed(&key)
-            .map_err(|e| err(ca_path, format!("does not match {} ({e})", ca_key_path.display())))?;
+            .map_err(|e| err(ca_path, format!("cannot sign with {} ({e})", ca_key_path.display())))?;
+        if parsed.public_key().raw != key.public_key_der().as_slice() {
+            return Err(err(
+                ca_path,
+                format!(
+                    "does not match {}; delete both to make a new development CA",
+                    ca_key_path.display()
+                ),
+            ));
+        }
+        let (_, remade) = x509_parser::parse_x509_certificate(cert.der().as_ref())
+            .map_err(|e| err(ca_path, format!("cannot read the CA back ({e})")))?;
+        if remade.subject().as_raw() != parsed.subject().as_raw() {
+            return Err(err(
+                ca_path,
+                "is not a tlsfront development CA (another name); delete ca.pem and ca-key.pem to make a new one",
+            ));
+        }
         return Ok((cert, key, true));
     }
     let key = KeyPair::generate().map_err(|e| err(dir, format!("cannot generate a key: {e}")))?;
+    let mut params = dev_ca_params(dir)?;
+    let (start, end) = validity(3650);
+    params.not_before = start;
+    params.not_after = end;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| err(dir, format!("cannot sign the CA: {e}")))?;
+    write_file(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
+    write_file(ca_path, cert.pem().as_bytes(), false)?;
+    Ok((cert, key, false))
+}
+
+/// The development CA's name and constraints.
+fn dev_ca_params(dir: &Path) -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(dir, e.to_string()))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "tlsfront development CA");
@@ -365,15 +403,7 @@ fn dev_ca(dir: &Path, ca_path: &Path) -> Result<(Certificate, KeyPair, bool), Tl
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let (start, end) = validity(3650);
-    params.not_before = start;
-    params.not_after = end;
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| err(dir, format!("cannot sign the CA: {e}")))?;
-    write_file(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
-    write_file(ca_path, cert.pem().as_bytes(), false)?;
-    Ok((cert, key, false))
+    Ok(params)
 }
 
 /// A leaf for `hosts` signed by the CA: (PEM chain leaf + CA, PEM key).

@@ -6,9 +6,10 @@
 //!
 //! [`Proxy::handle`]: crate::proxy::Proxy::handle
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -105,11 +106,15 @@ pub(super) async fn accept_quic(
             chosen,
             _permit: permit,
         };
+        // Counted here, not in the connection's task: a burst of Initials
+        // cannot get past the threshold before those tasks have run.
+        handshaking.fetch_add(1, Ordering::Relaxed);
+        let in_handshake = Handshaking(handshaking.clone());
         server.tracker.spawn(serve_quic(
             connecting,
             opened,
             server.clone(),
-            handshaking.clone(),
+            in_handshake,
             shutdown.clone(),
         ));
     }
@@ -158,7 +163,7 @@ async fn serve_quic(
     connecting: quinn::Connecting,
     opened: Opened,
     server: Arc<Server>,
-    handshaking: Arc<AtomicUsize>,
+    in_handshake: Handshaking,
     mut shutdown: watch::Receiver<Phase>,
 ) {
     let _open = OpenQuic::new(&server.telemetry);
@@ -166,30 +171,30 @@ async fn serve_quic(
     let limits = generation.config.limits.clone();
     let early_data = generation.config.tls.early_data;
     let metrics = &server.telemetry.metrics;
-    handshaking.fetch_add(1, Ordering::Relaxed);
-    let in_handshake = Handshaking(handshaking);
-    // With 0-RTT on, requests may arrive before the handshake is confirmed:
-    // those are early data until `confirmed` is set.
-    let confirmed = Arc::new(AtomicBool::new(true));
-    let connection = if early_data {
+    let handshake_deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    let mut in_handshake = Some(in_handshake);
+    // With 0-RTT on, the connection is served from the client's first flight
+    // (on a server quinn's `into_0rtt` always succeeds, 0-RTT or not):
+    // `pending` ends with the handshake, which is still in progress until
+    // then (handshake_timeout, the Retry threshold); a request that comes
+    // before its end is early data.
+    let mut pending: Option<quinn::ZeroRttAccepted> = None;
+    let connecting = if early_data {
         match connecting.into_0rtt() {
             Ok((connection, accepted)) => {
-                confirmed.store(false, Ordering::Relaxed);
-                let confirmed = confirmed.clone();
-                tokio::spawn(async move {
-                    accepted.await;
-                    confirmed.store(true, Ordering::Relaxed);
-                });
+                pending = Some(accepted);
                 Ok(connection)
             }
-            Err(connecting) => tokio::time::timeout(limits.handshake_timeout, connecting)
-                .await
-                .unwrap_or(Err(quinn::ConnectionError::TimedOut)),
+            Err(connecting) => Err(connecting),
         }
     } else {
-        tokio::time::timeout(limits.handshake_timeout, connecting)
+        Err(connecting)
+    };
+    let connection = match connecting {
+        Ok(connection) => Ok(connection),
+        Err(connecting) => tokio::time::timeout_at(handshake_deadline, connecting)
             .await
-            .unwrap_or(Err(quinn::ConnectionError::TimedOut))
+            .unwrap_or(Err(quinn::ConnectionError::TimedOut)),
     };
     let connection = match connection {
         Ok(connection) => connection,
@@ -199,10 +204,15 @@ async fn serve_quic(
             return;
         }
     };
-    drop(in_handshake);
-    metrics.tls_handshakes.inc();
     let key_exchange = opened.chosen.get().copied().unwrap_or("-");
-    metrics.count_key_exchange(key_exchange);
+    let handshake_done = |in_handshake: &mut Option<Handshaking>| {
+        in_handshake.take();
+        metrics.tls_handshakes.inc();
+        metrics.count_key_exchange(key_exchange);
+    };
+    if pending.is_none() {
+        handshake_done(&mut in_handshake);
+    }
     let conn = Arc::new(Connection {
         tls_version: "TLSv1.3",
         key_exchange,
@@ -222,6 +232,8 @@ async fn serve_quic(
 
     let mut going_away = false;
     let mut idle_check = tokio::time::interval(IDLE_CHECK);
+    // Idle from here until the first request, then from each last response.
+    let connected_at = monotonic_millis();
     loop {
         // Lame duck: clients are told (GOAWAY) to take their next request
         // elsewhere once this connection has served one; draining: at once.
@@ -236,14 +248,37 @@ async fn serve_quic(
             break;
         }
         tokio::select! {
+            biased;
+            // A 0-RTT connection's handshake has ended, or failed.
+            _ = std::future::poll_fn(|cx| poll_handshake(&mut pending, cx)), if in_handshake.is_some() => {
+                if connection.close_reason().is_some() {
+                    metrics.tls_handshake_failures.inc();
+                    break;
+                }
+                handshake_done(&mut in_handshake);
+            }
+            _ = tokio::time::sleep_until(handshake_deadline), if in_handshake.is_some() => {
+                metrics.tls_handshake_failures.inc();
+                tracing::debug!(peer = %opened.peer, "QUIC handshake failed: timed out");
+                break;
+            }
             accepted = h3conn.accept(), if !going_away => match accepted {
                 Ok(Some(resolver)) => {
+                    // Judged here, in this task, once quinn has handed the
+                    // stream over: its driver sends the handshake's end before
+                    // it releases the data that came after the client's
+                    // Finished, so such a request is never taken for early
+                    // data. (Unconstrained: a spent coop budget must not make
+                    // the handshake look unfinished.)
+                    let early = tokio::task::coop::unconstrained(std::future::poll_fn(|cx| {
+                        Poll::Ready(poll_handshake(&mut pending, cx).is_pending())
+                    }))
+                    .await;
                     let server = server.clone();
                     let conn = conn.clone();
-                    let confirmed = confirmed.clone();
                     server.tracker.clone().spawn(async move {
                         if let Ok((head, stream)) = resolver.resolve_request().await {
-                            serve_request(head, stream, &server, &conn, &confirmed).await;
+                            serve_request(head, stream, &server, &conn, early).await;
                         }
                     });
                 }
@@ -256,10 +291,9 @@ async fn serve_quic(
                 }
             }
             _ = idle_check.tick() => {
-                let idle_since = conn.requests.last_done();
+                let idle_since = conn.requests.last_done().max(connected_at);
                 let idle = conn.requests.in_flight() == 0
-                    && monotonic_millis().saturating_sub(idle_since) >= limits.idle_timeout.as_millis() as u64
-                    && connection.stats().path.rtt < limits.idle_timeout;
+                    && monotonic_millis().saturating_sub(idle_since) >= limits.idle_timeout.as_millis() as u64;
                 if idle {
                     break;
                 }
@@ -271,22 +305,43 @@ async fn serve_quic(
     connection.close(quinn::VarInt::from_u32(0x100), b"");
 }
 
+/// Polls a 0-RTT connection's handshake; `None` once it has ended.
+fn poll_handshake(pending: &mut Option<quinn::ZeroRttAccepted>, cx: &mut Context<'_>) -> Poll<()> {
+    let Some(accepted) = pending.as_mut() else {
+        return Poll::Ready(());
+    };
+    match Pin::new(accepted).poll(cx) {
+        Poll::Ready(_) => {
+            *pending = None;
+            Poll::Ready(())
+        }
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 /// One HTTP/3 request: through the proxy, and its response back on the stream.
 async fn serve_request(
     head: Request<()>,
     stream: h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
     server: &Arc<Server>,
     conn: &Arc<Connection>,
-    confirmed: &AtomicBool,
+    early: bool,
 ) {
     let (mut send, recv) = stream.split();
     let (mut parts, ()) = head.into_parts();
     parts.version = Version::HTTP_3;
-    let response = if !confirmed.load(Ordering::Relaxed) && !is_idempotent(&parts.method) {
+    let response = if early && !is_idempotent(&parts.method) {
         // RFC 8470: a request that is not safe to replay waits for the
         // handshake; the client sends it again after it.
         error_response(StatusCode::TOO_EARLY, "425 Too Early")
     } else {
+        if early {
+            // RFC 8470 section 5.1: forwarded before the handshake completed.
+            parts.headers.insert(
+                HeaderName::from_static("early-data"),
+                http::HeaderValue::from_static("1"),
+            );
+        }
         let body = RequestBody::new(recv, &parts.headers, &parts.method);
         let generation = server.current();
         generation.proxy.handle(Request::from_parts(parts, body), conn).await
