@@ -204,10 +204,20 @@ fn stored_plan(storage: &Storage, name: &str, der: &[u8]) -> Option<renewal::Ren
 /// Whether the stored certificate `der` is due for renewal: at the
 /// moment drawn in the CA's window when there is one, else by `renew_before`.
 fn still_due(storage: &Storage, name: &str, der: &[u8], config: &AcmeConfig) -> bool {
+    let Some(v) = stored_validity(storage, name) else {
+        return true;
+    };
+    due(stored_plan(storage, name, der).as_ref(), v, config)
+}
+
+/// The renewal rule: the CA's moment when it gave one (with the last tenth
+/// of the lifetime as a safety net against a window at or past notAfter),
+/// else `renew_before`.
+fn due(plan: Option<&renewal::RenewalPlan>, v: Validity, config: &AcmeConfig) -> bool {
     let now = unix_now();
-    match stored_plan(storage, name, der) {
-        Some(plan) => now >= plan.renew_at,
-        None => stored_validity(storage, name).is_none_or(|v| now >= v.renew_at(config.renew_before)),
+    match plan {
+        Some(plan) => now >= plan.renew_at || now >= v.not_after - (v.not_after - v.not_before).max(0) / 10,
+        None => now >= v.renew_at(config.renew_before),
     }
 }
 
@@ -289,6 +299,7 @@ async fn check_renewal_info(
         Ok((info, retry_after)) => {
             ari.known = Some((key, true));
             retry.ari_next = None;
+            retry.ari_failures = 0;
             let window = (
                 info.suggested_window.start.unix_timestamp(),
                 info.suggested_window.end.unix_timestamp(),
@@ -326,12 +337,18 @@ async fn check_renewal_info(
             None
         }
         Err(e) => {
+            // 1 min, 5 min, 25 min, ... up to 6 hours: a CA that keeps
+            // failing is not asked every minute.
+            retry.ari_failures = retry.ari_failures.saturating_add(1);
+            let wait = ARI_RETRY
+                .saturating_mul(5u32.saturating_pow(retry.ari_failures - 1))
+                .min(renewal::MAX_CHECK_INTERVAL);
             tracing::warn!(
                 "{name}: the CA's renewal information could not be read ({}); asking again in {}",
                 error_chain(&e),
-                humantime::format_duration(ARI_RETRY)
+                humantime::format_duration(wait)
             );
-            retry.ari_next = Some(Instant::now() + ARI_RETRY);
+            retry.ari_next = Some(Instant::now() + wait);
             previous
         }
     }
@@ -387,6 +404,8 @@ struct Retry {
     next: Option<Instant>,
     /// After a failed renewal-information request: when to ask again.
     ari_next: Option<Instant>,
+    /// Failed renewal-information requests in a row.
+    ari_failures: u32,
     /// The notAfter whose `renew_before` warning was given (once per certificate).
     warned_for: Option<i64>,
 }
@@ -435,11 +454,8 @@ pub async fn manage(server: Arc<dyn AcmeHost>, challenges: Arc<Challenges>) {
                 Some((der, v)) => {
                     warn_lifetime(name, &config, v, retry);
                     let plan = check_renewal_info(&config, name, &der, &storage, &mut account, &mut ari, retry).await;
-                    match plan {
-                        // The CA steers: renew at the moment drawn in its window.
-                        Some(plan) => unix_now() >= plan.renew_at,
-                        None => unix_now() >= v.renew_at(config.renew_before),
-                    }
+                    // The CA steers: renew at the moment drawn in its window.
+                    due(plan.as_ref(), v, &config)
                 }
                 None => true,
             };
@@ -478,9 +494,12 @@ pub async fn manage(server: Arc<dyn AcmeHost>, challenges: Arc<Challenges>) {
             // RFC 9773 §5: a renewal names the certificate it replaces when
             // the CA offers renewal information (Let's Encrypt exempts those
             // from its rate limits).
+            // Only for a certificate the CA gave a window for: one it does
+            // not know (another CA, staging) would make every order fail.
             let replaces = replaced
                 .as_deref()
                 .filter(|_| ari.offered(&account_key(&config)))
+                .filter(|der| stored_plan(&storage, name, der).is_some())
                 .and_then(renewal::cert_id);
             let attempt = tokio::time::timeout(
                 ORDER_TIMEOUT,
@@ -600,7 +619,15 @@ async fn attempt(
     let AccountInUse { account, client, .. } = ensure_account(config, name, storage, account).await?;
     let problem = |step: Step, e: instant_acme::Error| failure(name, step, e, &directory, client);
     let identifiers = [Identifier::Dns(name.to_string())];
-    let mut new_order = NewOrder::new(&identifiers);
+    // Built twice at most (NewOrder is not Clone): with and without `replaces`.
+    let base = || {
+        let order = NewOrder::new(&identifiers);
+        if config.profile.is_empty() {
+            order
+        } else {
+            order.profile(&config.profile)
+        }
+    };
     if !config.profile.is_empty() {
         let offered: Vec<&str> = account.profiles().map(|p| p.name).collect();
         if !offered.contains(&config.profile.as_str()) {
@@ -617,15 +644,26 @@ async fn attempt(
                 not_before: None,
             });
         }
-        new_order = new_order.profile(&config.profile);
     }
-    if let Some(id) = replaces {
-        new_order = new_order.replaces(id);
-    }
-    let mut order = account
-        .new_order(&new_order)
-        .await
-        .map_err(|e| problem(Step::Order, e))?;
+    let replacing = replaces.is_some();
+    let new_order = match replaces {
+        Some(id) => base().replaces(id),
+        None => base(),
+    };
+    let mut order = match account.new_order(&new_order).await {
+        Ok(order) => order,
+        // e.g. `alreadyReplaced` (an order for it finished before, but its
+        // certificate never reached storage): the renewal must not fail for
+        // ever over a hint; order again without it.
+        Err(e) if replacing => {
+            tracing::warn!(
+                "{name}: the CA refused the order naming the certificate it replaces ({}); ordering without it",
+                error_chain(&e)
+            );
+            account.new_order(&base()).await.map_err(|e| problem(Step::Order, e))?
+        }
+        Err(e) => return Err(problem(Step::Order, e)),
+    };
     let offered = config.usable_challenges(has_http);
     let mut used: Option<ChallengeKind> = None;
     let mut token: Option<String> = None;

@@ -25,6 +25,7 @@ use crate::clock::monotonic_millis;
 use crate::connection::Connection;
 use crate::proxy::error_response;
 use crate::telemetry::Telemetry;
+use crate::upstream::BoxError;
 
 use super::state::{reached, Phase, Server};
 
@@ -32,6 +33,10 @@ use super::state::{reached, Phase, Server};
 /// address first (a QUIC Retry round trip): a flood of Initial packets
 /// from spoofed addresses then costs a token, not a handshake.
 const RETRY_ABOVE_HANDSHAKES: usize = 64;
+/// HTTP/3's "no error" application error code (RFC 9114 §8.1).
+const H3_NO_ERROR: u32 = 0x100;
+/// The longest wait for a GOAWAY to be written and to leave.
+const GOAWAY_SEND: Duration = Duration::from_millis(200);
 /// How often a connection's idle deadline is looked at.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
@@ -221,14 +226,29 @@ async fn serve_quic(
 
     let mut builder = h3::server::builder();
     builder.max_field_section_size(u64::try_from(limits.max_request_header_bytes).unwrap_or(u64::MAX));
-    let mut h3conn: h3::server::Connection<h3_quinn::Connection, Bytes> =
-        match builder.build(h3_quinn::Connection::new(connection.clone())).await {
-            Ok(h3conn) => h3conn,
-            Err(e) => {
-                tracing::debug!(peer = %opened.peer, "HTTP/3 connection setup failed: {e}");
-                return;
-            }
-        };
+    // Setting up HTTP/3 opens the control and QPACK streams, which a client
+    // that grants no stream credit holds up: bounded like the handshake.
+    let setup_deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    let built = tokio::time::timeout_at(
+        setup_deadline,
+        builder.build(h3_quinn::Connection::new(connection.clone())),
+    );
+    let mut h3conn: h3::server::Connection<h3_quinn::Connection, Bytes> = match built.await {
+        Ok(Ok(h3conn)) => h3conn,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %opened.peer, "HTTP/3 connection setup failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %opened.peer, "HTTP/3 connection setup timed out");
+            connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"");
+            return;
+        }
+    };
+    // The request tasks of this connection: shutdown waits for those it
+    // accepted (not only those already in the proxy), and they end when the
+    // connection does.
+    let requests = tokio_util::task::TaskTracker::new();
 
     let mut going_away = false;
     let mut idle_check = tokio::time::interval(IDLE_CHECK);
@@ -242,9 +262,12 @@ async fn serve_quic(
             going_away = true;
             // GOAWAY names the first request stream not served: every
             // request already accepted is answered (RFC 9114 §5.2).
-            let _ = h3conn.shutdown(1).await;
+            let _ = tokio::time::timeout(GOAWAY_SEND, h3conn.shutdown(1)).await;
         }
-        if going_away && conn.requests.in_flight() == 0 {
+        if going_away && requests.is_empty() {
+            // Time for the GOAWAY to leave: quinn drops unsent stream data
+            // on close.
+            tokio::time::sleep((connection.rtt() * 2).min(GOAWAY_SEND)).await;
             break;
         }
         tokio::select! {
@@ -274,13 +297,24 @@ async fn serve_quic(
                         Poll::Ready(poll_handshake(&mut pending, cx).is_pending())
                     }))
                     .await;
-                    let server = server.clone();
+                    let for_request = server.clone();
                     let conn = conn.clone();
-                    server.tracker.clone().spawn(async move {
-                        if let Ok((head, stream)) = resolver.resolve_request().await {
-                            serve_request(head, stream, &server, &conn, early).await;
+                    let quic = connection.clone();
+                    let head_timeout = limits.header_read_timeout;
+                    let request = async move {
+                        let resolved = tokio::time::timeout(head_timeout, resolver.resolve_request()).await;
+                        if let Ok(Ok((head, stream))) = resolved {
+                            serve_request(head, stream, &for_request, &conn, early).await;
                         }
-                    });
+                    };
+                    // A request ends with its connection: a client that
+                    // closes must not leave the app working for nobody.
+                    server.tracker.spawn(requests.track_future(async move {
+                        tokio::select! {
+                            _ = request => {}
+                            _ = quic.closed() => {}
+                        }
+                    }));
                 }
                 // The client closed, or the connection failed.
                 Ok(None) | Err(_) => break,
@@ -302,7 +336,7 @@ async fn serve_quic(
         }
     }
     // H3_NO_ERROR: the requests it was given were answered.
-    connection.close(quinn::VarInt::from_u32(0x100), b"");
+    connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"");
 }
 
 /// Polls a 0-RTT connection's handshake; `None` once it has ended.
@@ -348,17 +382,23 @@ async fn serve_request(
     };
     let (mut parts, mut body) = response.into_parts();
     strip_connection_headers(&mut parts.headers);
-    if send.send_response(Response::from_parts(parts, ())).await.is_err() {
+    // Every write within limits.send_timeout, as on TCP: a client that stops
+    // granting flow-control credit must not hold the app's response (and
+    // its upstream connection) for ever.
+    let send_timeout = server.current().config.limits.send_timeout;
+    let head = Response::from_parts(parts, ());
+    if !within(send_timeout, send.send_response(head)).await {
+        send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
         return;
     }
     while let Some(frame) = body.frame().await {
         let sent = match frame {
             Ok(frame) => match frame.into_data() {
-                Ok(data) if data.is_empty() => Ok(()),
-                Ok(data) => send.send_data(data).await,
+                Ok(data) if data.is_empty() => true,
+                Ok(data) => within(send_timeout, send.send_data(data)).await,
                 Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => send.send_trailers(trailers).await,
-                    Err(_) => Ok(()),
+                    Ok(trailers) => within(send_timeout, send.send_trailers(trailers)).await,
+                    Err(_) => true,
                 },
             },
             Err(_) => {
@@ -368,11 +408,17 @@ async fn serve_request(
                 return;
             }
         };
-        if sent.is_err() {
+        if !sent {
+            send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
             return;
         }
     }
-    let _ = send.finish().await;
+    let _ = within(send_timeout, send.finish()).await;
+}
+
+/// Whether a write finished, without error, within `limit`.
+async fn within<E>(limit: Duration, write: impl Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
 }
 
 /// RFC 9110 §9.2.2 idempotent methods: safe to receive as 0-RTT data.
@@ -399,16 +445,23 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
 }
 
 /// An HTTP/3 request body, as an [`http_body::Body`](hyper::body::Body).
+///
+/// Its DATA frames only: request trailers are not forwarded (no browser
+/// sends them, and reading them after a stream that ended inside a DATA
+/// frame trips an assertion in h3 0.0.8). A body that does not match its
+/// `Content-Length` is an error (RFC 9114 §4.1.2: malformed), so the app
+/// never takes a cut-off or padded body for the one announced.
 struct RequestBody {
     stream: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>,
     /// Nothing more will come (no body, or the stream ended).
     ended: bool,
-    /// The DATA frames are over; trailers may follow.
-    data_done: bool,
-    /// A frame read ahead by [`RequestBody::look_ahead`], not yet passed on.
-    first: Option<Frame<Bytes>>,
+    /// A frame (or the error) read ahead by [`RequestBody::look_ahead`],
+    /// not yet passed on.
+    first: Option<Result<Frame<Bytes>, BoxError>>,
     /// `Content-Length`, when given.
     length: Option<u64>,
+    /// Bytes received so far.
+    received: u64,
 }
 
 impl RequestBody {
@@ -430,9 +483,9 @@ impl RequestBody {
         let mut body = RequestBody {
             stream,
             ended: length == Some(0) || bodiless_method,
-            data_done: false,
             first: None,
             length,
+            received: 0,
         };
         if !body.ended {
             body.look_ahead();
@@ -446,21 +499,35 @@ impl RequestBody {
     fn look_ahead(&mut self) {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match self.stream.poll_recv_data(&mut cx) {
-            Poll::Ready(Ok(Some(mut data))) => self.first = Some(Frame::data(data.copy_to_bytes(data.remaining()))),
-            Poll::Ready(Ok(None)) => self.data_done = true,
+            Poll::Ready(Ok(Some(mut data))) => {
+                let bytes = data.copy_to_bytes(data.remaining());
+                self.first = Some(self.counted(bytes));
+            }
+            Poll::Ready(Ok(None)) => {
+                if self.length.is_some_and(|n| n != 0) {
+                    self.first = Some(Err(short_body()));
+                }
+                self.ended = true;
+            }
             Poll::Ready(Err(_)) | Poll::Pending => {}
         }
-        if self.data_done {
-            match self.stream.poll_recv_trailers(&mut cx) {
-                Poll::Ready(Ok(None)) => self.ended = true,
-                Poll::Ready(Ok(Some(trailers))) => {
-                    self.first = Some(Frame::trailers(trailers));
-                    self.ended = true;
-                }
-                Poll::Ready(Err(_)) | Poll::Pending => {}
+    }
+
+    /// A DATA frame's bytes, or the error when they pass `Content-Length`.
+    fn counted(&mut self, bytes: Bytes) -> Result<Frame<Bytes>, BoxError> {
+        self.received += bytes.len() as u64;
+        match self.length {
+            Some(n) if self.received > n => {
+                self.ended = true;
+                Err("the request body is longer than its Content-Length".into())
             }
+            _ => Ok(Frame::data(bytes)),
         }
     }
+}
+
+fn short_body() -> BoxError {
+    "the request body ended before its Content-Length".into()
 }
 
 // No `Drop` that calls `stop_sending`: h3-quinn 0.0.10 unwraps the stream
@@ -469,41 +536,30 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = h3::error::StreamError;
+    type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(first)));
+            return Poll::Ready(Some(first));
         }
         if self.ended {
             return Poll::Ready(None);
         }
-        if !self.data_done {
-            match self.stream.poll_recv_data(cx) {
-                Poll::Ready(Ok(Some(mut data))) => {
-                    let bytes = data.copy_to_bytes(data.remaining());
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
-                }
-                Poll::Ready(Ok(None)) => self.data_done = true,
-                Poll::Ready(Err(e)) => {
-                    self.ended = true;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        match self.stream.poll_recv_trailers(cx) {
-            Poll::Ready(Ok(Some(trailers))) => {
-                self.ended = true;
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+        match self.stream.poll_recv_data(cx) {
+            Poll::Ready(Ok(Some(mut data))) => {
+                let bytes = data.copy_to_bytes(data.remaining());
+                Poll::Ready(Some(self.counted(bytes)))
             }
             Poll::Ready(Ok(None)) => {
                 self.ended = true;
+                if self.length.is_some_and(|n| n != self.received) {
+                    return Poll::Ready(Some(Err(short_body())));
+                }
                 Poll::Ready(None)
             }
             Poll::Ready(Err(e)) => {
                 self.ended = true;
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(e.into())))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -516,7 +572,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match (self.is_end_stream(), self.length) {
             (true, _) => SizeHint::with_exact(0),
-            (false, Some(n)) => SizeHint::with_exact(n),
+            (false, Some(n)) => SizeHint::with_exact(n.saturating_sub(self.received)),
             (false, None) => SizeHint::default(),
         }
     }
