@@ -437,9 +437,11 @@ class HAProxy:
     def write_config(self, send_proxy: bool = True) -> None:
         proxy = " send-proxy-v2" if send_proxy else ""
 
-        def servers() -> str:
+        def servers(check: bool = True) -> str:
             return "".join(
-                f"    server {r.name} {r.host}:{r.https_port} check port {r.admin_port}{proxy}\n"
+                f"    server {r.name} {r.host}:{r.https_port}"
+                + (f" check port {r.admin_port}" if check else "")
+                + f"{proxy}\n"
                 for r in self.replicas
             )
 
@@ -478,9 +480,16 @@ backend replicas
     default-server inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE}
 {servers()}
 backend acme
-    option httpchk GET /healthz
-    default-server inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE}
-{servers()}"""
+    # No health check: a replica that has just started would only be UP
+    # after `rise` checks, and the first replica's validation comes sooner
+    # than that (seen: 0.35 s after its start, with every server still
+    # DOWN). `first`: the validation goes to the first replica listening
+    # (any replica answers it, from the shared storage), not round-robin to
+    # one that has not started yet; a refused connect (a replica gone) is
+    # retried once on another server.
+    balance first
+    retries 1
+{servers(check=False)}"""
         )
 
     def start(self) -> None:
