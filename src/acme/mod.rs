@@ -554,9 +554,11 @@ pub async fn manage(server: Arc<dyn AcmeHost>, challenges: Arc<Challenges>) {
                         failure.line,
                         humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
                     );
-                    tracing::error!("{line}");
+                    // Stored before it is logged: whoever reads the log line
+                    // (a person, a test) finds the same line in storage.
                     let _ =
                         storage.write_private(&storage.last_error(name), format!("{} {line}\n", unix_now()).as_bytes());
+                    tracing::error!("{line}");
                 }
             }
         }
