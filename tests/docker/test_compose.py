@@ -92,6 +92,8 @@ def test_both_healthy_and_published_on_loopback_only(stack: Stack):
     published = {k: [(b["HostIp"], b["HostPort"]) for b in v or []] for k, v in ports.items()}
     assert published == {
         "8443/tcp": [("127.0.0.1", str(stack.https_port))],
+        # HTTP/3: the same port over UDP.
+        "8443/udp": [("127.0.0.1", str(stack.https_port))],
         "8080/tcp": [("127.0.0.1", str(stack.http_port))],
     }
     app_ports = json.loads(docker("inspect", "-f", "{{json .NetworkSettings.Ports}}",
