@@ -364,6 +364,8 @@ async fn serve_request(
     let (mut send, recv) = stream.split();
     let (mut parts, ()) = head.into_parts();
     parts.version = Version::HTTP_3;
+    // One generation for the whole request, as on TCP.
+    let generation = server.current();
     let response = if early && !is_idempotent(&parts.method) {
         // RFC 8470: a request that is not safe to replay waits for the
         // handshake; the client sends it again after it.
@@ -377,7 +379,6 @@ async fn serve_request(
             );
         }
         let body = RequestBody::new(recv, &parts.headers, &parts.method);
-        let generation = server.current();
         generation.proxy.handle(Request::from_parts(parts, body), conn).await
     };
     let (mut parts, mut body) = response.into_parts();
@@ -385,7 +386,7 @@ async fn serve_request(
     // Every write within limits.send_timeout, as on TCP: a client that stops
     // granting flow-control credit must not hold the app's response (and
     // its upstream connection) for ever.
-    let send_timeout = server.current().config.limits.send_timeout;
+    let send_timeout = generation.config.limits.send_timeout;
     let head = Response::from_parts(parts, ());
     if !within(send_timeout, send.send_response(head)).await {
         send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
