@@ -15,6 +15,9 @@ command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninte
 echo "== openssl s_client for the TLS version tests (Debian package)"
 command -v openssl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null)
 
+echo "== htpasswd -B for the basic-auth tests (Debian package apache2-utils)"
+command -v htpasswd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends apache2-utils >/dev/null)
+
 echo "== pebble and pebble-challtestsrv, Let's Encrypt's test CA, for the ACME tests (Debian package)"
 command -v pebble-challtestsrv >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pebble >/dev/null)
 
