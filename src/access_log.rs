@@ -38,6 +38,8 @@ pub struct AccessRecord {
     pub tls_version: &'static str,
     /// Negotiated key exchange group.
     pub key_exchange: &'static str,
+    /// The user `[auth] basic` let in, if any.
+    pub user: Option<String>,
 }
 
 impl AccessRecord {
@@ -50,8 +52,9 @@ impl AccessRecord {
             .map(|d| format!("{:.3}", d.as_secs_f64() * 1000.0))
             .unwrap_or_else(|| "-".into());
         format!(
-            "{} - - [{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000] \"{} {} {:?}\" {} {} host=\"{}\" upstream_ms={} total_ms={:.3} tls={} kx={}",
+            "{} - {} [{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000] \"{} {} {:?}\" {} {} host=\"{}\" upstream_ms={} total_ms={:.3} tls={} kx={}",
             self.client_ip,
+            self.user.as_deref().map_or_else(|| "-".to_string(), |u| escape(u.replace(' ', "_").as_bytes())),
             t.day(),
             MONTHS[t.month() as usize - 1],
             t.year(),
@@ -97,6 +100,7 @@ impl AccessRecord {
             "protocol": format!("{:?}", self.protocol),
             "tls": self.tls_version,
             "kx": self.key_exchange,
+            "user": self.user,
         })
         .to_string()
     }
@@ -208,6 +212,7 @@ mod tests {
             protocol: Version::HTTP_2,
             tls_version: "TLSv1.3",
             key_exchange: "X25519MLKEM768",
+            user: None,
         }
     }
 

@@ -208,6 +208,7 @@ fn prepare_tls(
         &config.tls.key_exchange,
         config.acme.active().then(|| challenges.clone()),
     )?;
+    let client_sites = set.client_auth_sites(config, &tls, config.acme.active().then(|| challenges.clone()))?;
     if announce {
         for name in &config.acme.names {
             if set.acme_missing.contains(name) {
@@ -222,7 +223,22 @@ fn prepare_tls(
             }
         }
     }
-    let watch = set.watch();
+    let mut watch = set.watch();
+    // Client CAs and revocation lists are read again when they change, too.
+    let t = &config.tls;
+    for file in [&t.client_ca, &t.client_crl]
+        .into_iter()
+        .chain(
+            t.certificates
+                .iter()
+                .flat_map(|e| e.client.iter().flat_map(|c| [&c.ca, &c.crl])),
+        )
+        .flatten()
+    {
+        if !watch.contains(file) {
+            watch.push(file.clone());
+        }
+    }
     let seen = watch
         .iter()
         .zip(reload::fingerprint(&watch))
@@ -230,6 +246,7 @@ fn prepare_tls(
         .collect();
     Ok(PreparedTls {
         tls,
+        client_sites,
         watch,
         seen,
         dev_ca: set.dev_ca.clone(),
@@ -254,6 +271,7 @@ fn route_hosts(config: &Config) -> Vec<String> {
 
 struct PreparedTls {
     tls: Arc<rustls::ServerConfig>,
+    client_sites: Option<Arc<crate::tls::ClientAuthSites>>,
     watch: Vec<PathBuf>,
     seen: Fingerprint,
     dev_ca: Option<PathBuf>,
@@ -266,6 +284,7 @@ impl PreparedTls {
         Loaded {
             config,
             tls: self.tls,
+            client_sites: self.client_sites,
             watch: self.watch,
             seen: self.seen,
             dev_ca: self.dev_ca,

@@ -251,6 +251,54 @@ impl CertificateSet {
         tls::server_config_with_resolver(Arc::new(resolver), min_version, key_exchange, origin, alpn)
     }
 
+    /// One server configuration per kind of site when some site asks
+    /// clients for certificates (`client_auth`); `None` when none does, and
+    /// every handshake uses `base`.
+    pub fn client_auth_sites(
+        &self,
+        config: &Config,
+        base: &Arc<ServerConfig>,
+        challenges: Option<Arc<Challenges>>,
+    ) -> Result<Option<Arc<tls::ClientAuthSites>>, TlsError> {
+        let t = &config.tls;
+        if !t.any_client_auth() {
+            return Ok(None);
+        }
+        let origin = self.served.first().map(|s| s.cert.as_path()).unwrap_or(Path::new("."));
+        let build = |clients: &crate::config::ClientCertificates| -> Result<Arc<ServerConfig>, TlsError> {
+            if clients.auth == crate::config::ClientAuth::None {
+                return Ok(base.clone());
+            }
+            let mut resolver = SniResolver::new(&self.served);
+            resolver.refused = self.acme_missing.iter().cloned().collect();
+            resolver.challenges = challenges.clone();
+            tls::server_config_for_clients(
+                Arc::new(resolver),
+                t.min_version,
+                &t.key_exchange,
+                origin,
+                challenges.is_some(),
+                Some(clients),
+            )
+        };
+        let default = t.client();
+        let default_config = build(&default)?;
+        let mut named = Vec::new();
+        for served in &self.served {
+            let Origin::Entry(i) = served.origin else { continue };
+            let Some(entry) = t.certificates.get(i) else { continue };
+            let clients = t.client_for(entry);
+            if clients != default {
+                let config = build(&clients)?;
+                named.push((served.names.clone(), clients, config));
+            }
+        }
+        Ok(Some(Arc::new(tls::ClientAuthSites::new(
+            (default, default_config),
+            named,
+        ))))
+    }
+
     /// Every certificate and key file, to reload when one changes; ACME
     /// files are watched before they exist, so a new one is served at once.
     pub fn watch(&self) -> Vec<PathBuf> {

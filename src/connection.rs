@@ -27,6 +27,11 @@ pub struct Connection {
     pub peer_value: HeaderValue,
     /// Requests on this connection, for the idle and first-request deadlines.
     pub requests: RequestTracker,
+    /// A verified client certificate's `X-Forwarded-Client-Cert` value.
+    pub client_cert: Option<HeaderValue>,
+    /// The client-certificate settings of the site the handshake was for
+    /// (by SNI); `None`: no site uses client certificates, or HTTP/3.
+    pub client_site: Option<std::sync::Arc<crate::config::ClientCertificates>>,
 }
 
 /// Counts the requests of one connection. A connection is idle when no
@@ -129,6 +134,8 @@ impl Connection {
             key_exchange: "-",
             peer_value: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
             requests: RequestTracker::default(),
+            client_cert: None,
+            client_site: None,
         }
     }
 

@@ -14,12 +14,12 @@
 //!
 //! | layer | modules | what |
 //! |---|---|---|
-//! | 1 | `clock`, `request_path`, `config`, `proxy_protocol` | the ground: time, request paths, the validated configuration, the PROXY header parser |
+//! | 1 | `clock`, `request_path`, `config`, `proxy_protocol`, `htpasswd` | the ground: time, request paths, the validated configuration, the PROXY header and htpasswd parsers |
 //! | 2 | `policy` | pure header policy over `http` types (forwarded, cookies, redirects, prefixes) |
 //! | 3 | `metrics`, `access_log`, `telemetry`, `hints` | what tlsfront tells the operator |
 //! | 4 | `tls`, `upstream`, `acme`, `certificates` | certificates and the client to the app |
-//! | 5 | `routes` | where a request goes |
-//! | 6 | `connection`, `body`, `proxy`, `park` | the life of one request, and of an idle connection |
+//! | 5 | `routes`, `protect` | where a request goes, and who may reach the app |
+//! | 6 | `connection`, `body`, `compress`, `proxy`, `park` | the life of one request, and of an idle connection |
 //! | 7 | `admin`, `reload` | side services, each given a narrow view of the server |
 //! | 8 | `server` | listeners, connections, generations, shutdown |
 //! | 9 | `app`, `cli`, `doctor`, `health` | the face: commands and their output |
@@ -32,14 +32,17 @@ pub mod body;
 pub mod certificates;
 pub mod cli;
 pub mod clock;
+pub mod compress;
 pub mod config;
 pub mod connection;
 pub mod doctor;
 pub mod health;
 pub mod hints;
+pub mod htpasswd;
 pub mod metrics;
 pub mod park;
 pub mod policy;
+pub mod protect;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;

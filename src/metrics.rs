@@ -59,6 +59,10 @@ pub struct Metrics {
     pub limit_rejections: Family<Labels, Counter>,
     /// Completed handshakes (TCP and QUIC) by negotiated key exchange group.
     pub key_exchanges: Family<Labels, Counter>,
+    /// Requests refused by a protection, by reason (access, rate_limit, auth, client_cert).
+    pub refused_requests: Family<Labels, Counter>,
+    /// Responses compressed, by coding.
+    pub compressed_responses: Family<Labels, Counter>,
     /// QUIC connections open now (also counted in `open_connections`).
     pub open_quic_connections: Gauge,
     /// Problems in the app's traffic that tlsfront noticed (see `hints`).
@@ -130,6 +134,8 @@ impl Metrics {
             reload_failures: Counter::default(),
             limit_rejections: Family::default(),
             key_exchanges: Family::default(),
+            refused_requests: Family::default(),
+            compressed_responses: Family::default(),
             open_quic_connections: Gauge::default(),
             hints: Family::default(),
             server_responses: Family::default(),
@@ -189,6 +195,16 @@ impl Metrics {
             "open_quic_connections",
             "Open HTTP/3 (QUIC) connections",
             m.open_quic_connections.clone(),
+        );
+        r.register(
+            "refused_requests",
+            "Requests refused by a protection ([access], [rate_limit], [auth], client certificates), by reason",
+            m.refused_requests.clone(),
+        );
+        r.register(
+            "compressed_responses",
+            "Responses compressed ([compression]), by coding",
+            m.compressed_responses.clone(),
         );
         r.register(
             "limit_rejections",
@@ -280,6 +296,18 @@ impl Metrics {
         self.key_exchanges.get_or_create(&vec![("group", group)]).inc();
     }
 
+    /// Counts a request refused by a protection.
+    pub fn count_refused(&self, reason: &'static str) {
+        self.refused_requests.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    /// Counts a compressed response.
+    pub fn count_compressed(&self, coding: &'static str) {
+        self.compressed_responses
+            .get_or_create(&vec![("algorithm", coding)])
+            .inc();
+    }
+
     /// Counts a request refused by a limit.
     pub fn count_limit(&self, limit: &'static str) {
         self.limit_rejections.get_or_create(&vec![("limit", limit)]).inc();
@@ -315,6 +343,8 @@ mod tests {
         m.upstream_connect_errors.inc();
         m.count_limit("body");
         m.count_key_exchange("X25519MLKEM768");
+        m.count_refused("access");
+        m.count_compressed("zstd");
         m.hints.get_or_create(&vec![("kind", "cookie_without_secure")]).inc();
         m.upstream_duration.observe(0.01);
         m.open_tunnels.inc();
@@ -352,6 +382,14 @@ mod tests {
             ("config_reloads", "tlsfront_config_reloads_total 0"),
             ("config_reload_failures", "tlsfront_config_reload_failures_total 0"),
             ("limit_rejections", "tlsfront_limit_rejections_total{limit=\"body\"} 1"),
+            (
+                "refused_requests",
+                "tlsfront_refused_requests_total{reason=\"access\"} 1",
+            ),
+            (
+                "compressed_responses",
+                "tlsfront_compressed_responses_total{algorithm=\"zstd\"} 1",
+            ),
             (
                 "tls_key_exchanges",
                 "tlsfront_tls_key_exchanges_total{group=\"X25519MLKEM768\"} 1",

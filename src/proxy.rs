@@ -15,18 +15,24 @@ use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessRecord;
 use crate::body::{BodyOutcome, LimitedBody, ObservedBody};
+use crate::compress::{self, CompressedBody};
 use crate::config::{self, Config};
 use crate::connection::Connection;
 use crate::hints::Hints;
-use crate::policy::cookies;
 use crate::policy::forwarded::{self, RequestOrigin};
 use crate::policy::headers::HeaderRules;
+use crate::policy::{cookies, encoding};
 use crate::policy::{hop, prefix, redirects};
+use crate::protect::forward::{self, Asking, Verdict};
+use crate::protect::{rate_limit, Authenticator};
 use crate::routes::{self, Route, RouteTable, Selected};
 use crate::telemetry::{InFlight, Telemetry};
 use crate::upstream::{AcceptsTrailers, FailureKind, ProxyBody, UpstreamError};
 
 static X_FORWARDED_PREFIX: http::header::HeaderName = http::header::HeaderName::from_static("x-forwarded-prefix");
+static X_FORWARDED_USER: http::header::HeaderName = http::header::HeaderName::from_static("x-forwarded-user");
+static X_FORWARDED_CLIENT_CERT: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-forwarded-client-cert");
 
 /// What a client's request body may be: hyper's [`hyper::body::Incoming`] (HTTP/1.1,
 /// HTTP/2) or an HTTP/3 request stream.
@@ -57,6 +63,8 @@ pub struct Proxy {
     hints: Arc<Hints>,
     /// Upgraded connections, so shutdown can wait for them.
     tunnels: TaskTracker,
+    /// Sites asking for client certificates, when any does.
+    client_sites: Option<Arc<crate::tls::ClientAuthSites>>,
 }
 
 /// What forwarding produced, before the response is recorded.
@@ -67,6 +75,10 @@ struct Forwarded {
     client_ip: IpAddr,
     host: Option<HeaderValue>,
     upstream_time: Option<Duration>,
+    /// The response is the app's (tlsfront's own answers are never compressed).
+    from_app: bool,
+    /// The user `[auth] basic` let in.
+    user: Option<String>,
 }
 
 impl Proxy {
@@ -81,7 +93,15 @@ impl Proxy {
             telemetry,
             hints,
             tunnels,
+            client_sites: None,
         }
+    }
+
+    /// The sites that ask for client certificates: a request for one must
+    /// come on a connection whose handshake was made for it.
+    pub fn with_client_sites(mut self, sites: Option<Arc<crate::tls::ClientAuthSites>>) -> Self {
+        self.client_sites = sites;
+        self
     }
 
     /// The route table (for readiness checks).
@@ -102,6 +122,8 @@ impl Proxy {
         };
         let method = req.method().clone();
         let protocol = req.version();
+        // Kept for compression, chosen once the route and response are known.
+        let accept: Vec<HeaderValue> = encoding::accept_encoding(req.headers()).cloned().collect();
         let path = if logging {
             req.uri()
                 .path_and_query()
@@ -117,6 +139,10 @@ impl Proxy {
             Some(route) => route.policy.headers.apply_response(&mut head.headers),
             None => self.headers.apply_response(&mut head.headers),
         }
+        let body = match &forwarded.route {
+            Some(route) if forwarded.from_app => self.compress(route, &method, &accept, &mut head, body),
+            _ => body,
+        };
         let in_flight = InFlight {
             record: AccessRecord {
                 time,
@@ -131,6 +157,7 @@ impl Proxy {
                 protocol,
                 tls_version: conn.tls_version,
                 key_exchange: conn.key_exchange,
+                user: forwarded.user,
             },
             started,
         };
@@ -163,6 +190,8 @@ impl Proxy {
             client_ip: peer_ip,
             host,
             upstream_time: None,
+            from_app: false,
+            user: None,
         };
 
         // 1. The head: which host, within the limits.
@@ -226,6 +255,22 @@ impl Proxy {
                 peer_value: Some(&conn.peer_value),
             },
         );
+        // 3b. Protections, cheapest first: a refused client costs no
+        // password hash and no call to the auth service.
+        let user = match self.protect(&route, &mut head, &client, conn, &host).await {
+            Ok(user) => user,
+            Err(response) => {
+                return Forwarded {
+                    response,
+                    route: Some(route),
+                    client_ip: client.client_ip,
+                    host: Some(host),
+                    upstream_time: None,
+                    from_app: false,
+                    user: None,
+                }
+            }
+        };
         if let Some(mount) = &route.strip_prefix {
             set_forwarded_prefix(&mut head.headers, mount, client.via_trusted_proxy);
         }
@@ -294,6 +339,8 @@ impl Proxy {
                     client_ip: client.client_ip,
                     host: Some(host),
                     upstream_time: Some(upstream_time),
+                    from_app: false,
+                    user,
                 };
             }
         };
@@ -366,6 +413,166 @@ impl Proxy {
             client_ip: client.client_ip,
             host: Some(host),
             upstream_time: Some(upstream_time),
+            from_app: true,
+            user,
+        }
+    }
+
+    /// `[access]`, `[rate_limit]` and `[auth]` of the route, and the headers
+    /// only tlsfront may set (the auth service's, `X-Forwarded-User`,
+    /// `X-Forwarded-Client-Cert`). `Ok` with the basic-auth user, or the
+    /// answer that refuses the request.
+    async fn protect(
+        &self,
+        route: &Route,
+        head: &mut http::request::Parts,
+        client: &forwarded::ClientView,
+        conn: &Connection,
+        host: &HeaderValue,
+    ) -> Result<Option<String>, Response<ProxyBody>> {
+        let protect = &route.protect;
+        let metrics = &self.telemetry.metrics;
+        if let Some(sites) = &self.client_sites {
+            // The host's site must be the one the handshake was made for
+            // (by SNI): a connection made for an open site, reused for one
+            // that asks for certificates, would skip the asking.
+            let name = host.to_str().ok().map(routes::normalise_host);
+            let (wanted, _) = sites.for_name(name.as_deref());
+            if wanted.auth != config::ClientAuth::None && conn.client_site.as_deref() != Some(&**wanted) {
+                metrics.count_refused("client_cert");
+                return Err(error_response(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "421 Misdirected Request: this site asks for a client certificate; connect to it by its own name",
+                ));
+            }
+        }
+        if let Some(access) = &protect.access {
+            if !access.allows(client.client_ip) {
+                metrics.count_refused("access");
+                return Err(error_response(
+                    StatusCode::FORBIDDEN,
+                    "403 Forbidden: this address may not reach this site",
+                ));
+            }
+        }
+        if let Some(limiter) = &protect.rate_limit {
+            if let Err(wait) = limiter.check(client.client_ip) {
+                metrics.count_refused("rate_limit");
+                let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests");
+                response.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(rate_limit::retry_after_secs(wait)),
+                );
+                return Err(response);
+            }
+        }
+        forward::strip_copied(&mut head.headers, &protect.copy_headers);
+        // Behind a trusted proxy that authenticates, its word stands;
+        // anyone else's is removed.
+        if !client.via_trusted_proxy || protect.auth.is_some() {
+            head.headers.remove(&X_FORWARDED_USER);
+        }
+        if !client.via_trusted_proxy || conn.client_cert.is_some() {
+            head.headers.remove(&X_FORWARDED_CLIENT_CERT);
+        }
+        if let Some(identity) = &conn.client_cert {
+            head.headers.insert(X_FORWARDED_CLIENT_CERT.clone(), identity.clone());
+        }
+        match &protect.auth {
+            None => Ok(None),
+            Some(Authenticator::Basic {
+                users,
+                challenge,
+                forward_authorization,
+            }) => {
+                let Some(user) = users.user(head.headers.get(http::header::AUTHORIZATION)).await else {
+                    metrics.count_refused("auth");
+                    let mut response = error_response(StatusCode::UNAUTHORIZED, "401 Unauthorized");
+                    response
+                        .headers_mut()
+                        .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+                    return Err(response);
+                };
+                if let Ok(v) = HeaderValue::from_str(&user) {
+                    head.headers.insert(X_FORWARDED_USER.clone(), v);
+                }
+                if !forward_authorization {
+                    head.headers.remove(http::header::AUTHORIZATION);
+                }
+                Ok(Some(user))
+            }
+            Some(Authenticator::Forward(service)) => {
+                let uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                let client_value =
+                    HeaderValue::from_str(&client.client_ip.to_string()).unwrap_or_else(|_| conn.peer_value.clone());
+                let verdict = service
+                    .ask(Asking {
+                        headers: &head.headers,
+                        method: &head.method,
+                        uri,
+                        host,
+                        client: &client_value,
+                    })
+                    .await;
+                match verdict {
+                    Verdict::Allow(copied) => {
+                        for (name, value) in copied {
+                            head.headers.append(name, value);
+                        }
+                        Ok(None)
+                    }
+                    Verdict::Deny(answer) => {
+                        metrics.count_refused("auth");
+                        let (mut parts, body) = answer.into_parts();
+                        hop::strip(&mut parts.headers);
+                        let hardened = cookies::harden_response(&mut parts.headers, &route.policy.cookies);
+                        if hardened.any() {
+                            self.hints.cookies_hardened(hardened);
+                        }
+                        Err(Response::from_parts(parts, body.map_err(Into::into).boxed()))
+                    }
+                    Verdict::Failed(status, text) => Err(error_response(status, text)),
+                }
+            }
+        }
+    }
+
+    /// Compresses an app's response when the route, the response and the
+    /// client allow it (`[compression]`); otherwise returns the body as is.
+    fn compress(
+        &self,
+        route: &Route,
+        method: &Method,
+        accept: &[HeaderValue],
+        head: &mut http::response::Parts,
+        body: ProxyBody,
+    ) -> ProxyBody {
+        let settings = &route.protect.compression;
+        if !encoding::eligible(method, head.status, &head.headers, settings) {
+            return body;
+        }
+        if hyper::body::Body::size_hint(&body)
+            .exact()
+            .is_some_and(|n| n < settings.min_bytes)
+        {
+            return body;
+        }
+        // Eligible: caches must keep the encodings apart, whatever this client takes.
+        encoding::vary_on_accept_encoding(&mut head.headers);
+        let Some(coding) = encoding::negotiate(accept.iter(), &settings.algorithms) else {
+            return body;
+        };
+        // The memory budget spent: this response goes as it is.
+        let Some(budget) = compress::reserve(coding) else {
+            return body;
+        };
+        match CompressedBody::new(body, coding, budget) {
+            Ok(compressed) => {
+                encoding::prepare_response(&mut head.headers, coding);
+                self.telemetry.metrics.count_compressed(coding.token());
+                compressed.boxed()
+            }
+            Err(body) => body,
         }
     }
 

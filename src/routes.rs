@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::policy::cookies::CookiePolicy;
 use crate::policy::forwarded::ForwardedPolicy;
 use crate::policy::headers::HeaderRules;
+use crate::protect::{self, Protection};
 use crate::upstream::health::Passive;
 use crate::upstream::tls::UpstreamTls;
 use crate::upstream::{self, ActiveCheck, Upstream, UpstreamSettings};
@@ -62,6 +63,8 @@ pub struct Route {
     pub sticky_cookie: Option<String>,
     /// Header policy.
     pub policy: RoutePolicy,
+    /// Compression, access, auth, rate limit.
+    pub protect: Protection,
     /// Its servers.
     pub upstream: Arc<Upstream>,
 }
@@ -94,7 +97,8 @@ impl RouteTable {
     pub fn new(config: &Config, metrics: &Metrics) -> Self {
         // Read once per generation, and only when a route verifies with them.
         let system_roots = std::cell::OnceCell::new();
-        let build = |name: String, r: &config::Route| build_route(name, r, config, metrics, &system_roots);
+        let shared = protect::Shared::new(config);
+        let build = |name: String, r: &config::Route| build_route(name, r, config, metrics, &system_roots, &shared);
         if config.routes.is_empty() {
             return RouteTable {
                 routes: Vec::new(),
@@ -188,6 +192,7 @@ fn build_route(
     config: &Config,
     metrics: &Metrics,
     system_roots: &std::cell::OnceCell<Arc<rustls::RootCertStore>>,
+    shared: &protect::Shared,
 ) -> Arc<Route> {
     let up = &config.upstream;
     let servers = r.all_servers();
@@ -216,6 +221,7 @@ fn build_route(
             &r.headers.apply(&config.headers),
             &r.redirects.apply(&config.redirects),
         ),
+        protect: Protection::new(r, config, shared, metrics),
         upstream: Upstream::new(
             UpstreamSettings {
                 servers,
@@ -255,6 +261,7 @@ pub fn describe(config: &Config) -> Vec<String> {
             if let Some(p) = &r.strip_prefix {
                 line.push_str(&format!(" (strip_prefix {p})"));
             }
+            line.push_str(&format!(" [{}]", r.protect.summary));
             line
         })
         .collect()

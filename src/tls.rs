@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use crate::config::{KeyExchange, TlsVersion};
+use crate::config::{ClientAuth, ClientCertificates, KeyExchange, TlsVersion};
 
 /// The ALPN protocol of tls-alpn-01 validation connections (RFC 8737);
 /// here, where the server configuration offers it.
@@ -155,15 +155,32 @@ pub fn server_config_with_resolver(
     origin: &Path,
     acme_tls_alpn: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_for_clients(resolver, min_version, key_exchange, origin, acme_tls_alpn, None)
+}
+
+/// As [`server_config_with_resolver`], asking clients for certificates
+/// when `clients` says so.
+pub fn server_config_for_clients(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    min_version: TlsVersion,
+    key_exchange: &[KeyExchange],
+    origin: &Path,
+    acme_tls_alpn: bool,
+    clients: Option<&ClientCertificates>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto_provider(key_exchange)))
+    let provider = Arc::new(crypto_provider(key_exchange));
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| err(origin, format!("TLS versions: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .map_err(|e| err(origin, format!("TLS versions: {e}")))?;
+    let builder = match clients.filter(|c| c.auth != ClientAuth::None) {
+        None => builder.with_no_client_auth(),
+        Some(clients) => builder.with_client_cert_verifier(client_verifier(clients, provider)?),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     // Last, so a client offering h2 or http/1.1 never gets it; the resolver
     // answers a ClientHello offering only this with the validation certificate.
@@ -174,6 +191,86 @@ pub fn server_config_with_resolver(
     config.ticketer =
         rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| err(origin, format!("session tickets: {e}")))?;
     Ok(Arc::new(config))
+}
+
+/// The verifier of client certificates: chains to `client_ca`, not
+/// revoked by `client_crl`; `optional` lets clients without one in.
+fn client_verifier(
+    clients: &ClientCertificates,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let ca = clients.ca.as_deref().unwrap_or(Path::new("client_ca"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_chain(ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| err(ca, format!("not a usable CA certificate: {e}")))?;
+    }
+    let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if let Some(crl) = &clients.crl {
+        let lists: Vec<_> = rustls::pki_types::CertificateRevocationListDer::pem_file_iter(crl)
+            .map_err(|e| err(crl, format!("cannot read revocation lists: {e}")))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(crl, format!("not a PEM revocation list: {e}")))?;
+        builder = builder.with_crls(lists);
+    }
+    if clients.auth == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    builder
+        .build()
+        .map_err(|e| err(ca, format!("client certificates: {e}")))
+}
+
+/// Which server configuration a handshake uses when some site asks for
+/// client certificates: chosen by SNI, before the handshake goes on
+/// (rustls asks for a certificate per configuration, not per name).
+pub struct ClientAuthSites {
+    /// The settings and configuration of each kind of site; `[tls]`'s first.
+    sites: Vec<(Arc<ClientCertificates>, Arc<ServerConfig>)>,
+    /// Exact names and `*.parent` wildcards of `[[tls.certificate]]` sites
+    /// whose settings are their own, to an index in `sites`.
+    by_name: std::collections::HashMap<String, usize>,
+}
+
+impl ClientAuthSites {
+    /// `default` serves every name not in `named`.
+    pub fn new(
+        default: (ClientCertificates, Arc<ServerConfig>),
+        named: Vec<(Vec<String>, ClientCertificates, Arc<ServerConfig>)>,
+    ) -> ClientAuthSites {
+        let mut sites = vec![(Arc::new(default.0), default.1)];
+        let mut by_name = std::collections::HashMap::new();
+        for (names, settings, config) in named {
+            let index = match sites.iter().position(|(s, _)| **s == settings) {
+                Some(i) => i,
+                None => {
+                    sites.push((Arc::new(settings), config));
+                    sites.len() - 1
+                }
+            };
+            for name in names {
+                by_name.entry(name).or_insert(index);
+            }
+        }
+        ClientAuthSites { sites, by_name }
+    }
+
+    fn index(&self, name: Option<&str>) -> usize {
+        let Some(name) = name else { return 0 };
+        if let Some(&i) = self.by_name.get(name) {
+            return i;
+        }
+        name.split_once('.')
+            .and_then(|(_, parent)| self.by_name.get(&format!("*.{parent}")))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The settings and configuration for a name (SNI, or a request's host).
+    pub fn for_name(&self, name: Option<&str>) -> &(Arc<ClientCertificates>, Arc<ServerConfig>) {
+        &self.sites[self.index(name)]
+    }
 }
 
 /// Reads a PEM file holding a key and its chain (as ACME storage keeps

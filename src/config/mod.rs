@@ -18,6 +18,7 @@ mod error;
 mod limits;
 mod listen;
 mod policy;
+mod protect;
 mod route;
 mod servers;
 mod tls;
@@ -30,11 +31,17 @@ use error::{explain_toml_error, line_col};
 pub use limits::{AccessLogFormat, Limits, Log, LogFormat, LogLevel};
 pub use listen::{Admin, Listen};
 pub use policy::{Cookies, Forwarded, Headers, Redirects, SameSite};
+pub use protect::{
+    parse_auth_url, Access, AccessOverride, Auth, AuthOverride, AuthService, Coding, Compression, CompressionOverride,
+    ForwardUrl, RateKey, RateLimit, RateLimitOverride,
+};
 pub use route::{
     CookiesOverride, ForwardedOverride, HeadersOverride, HostPattern, PathPrefix, RedirectsOverride, Route,
 };
 pub use servers::{tls_name, Balance, CaFile, ServerUrl, Sticky, UpstreamUrl};
-pub use tls::{CertificateEntry, EntryPositions, KeyExchange, Tls, TlsVersion};
+pub use tls::{
+    CertificateEntry, ClientAuth, ClientCertificates, ClientOverride, EntryPositions, KeyExchange, Tls, TlsVersion,
+};
 pub use upstream::Upstream;
 use values::toml_string;
 pub use values::{normalise_name, parse_duration, parse_name, parse_socket_addr};
@@ -83,6 +90,14 @@ pub struct Config {
     pub headers: Headers,
     /// `[acme]`: automatic certificates.
     pub acme: Acme,
+    /// `[compression]`: responses compressed for clients that accept it.
+    pub compression: Compression,
+    /// `[access]`: client networks allowed and refused.
+    pub access: Access,
+    /// `[auth]`: basic or forward authentication in front of the app.
+    pub auth: Auth,
+    /// `[rate_limit]`: requests per client address.
+    pub rate_limit: RateLimit,
     /// `[[route]]` tables: several apps behind one listener.
     #[serde(rename = "route")]
     pub routes: Vec<Route>,
@@ -276,6 +291,8 @@ impl Config {
                 .map_err(|(key, message)| err(&key, message))?;
         }
         route::validate(&self.routes, self.upstream.given).map_err(|(key, message)| err(&key, message))?;
+        self.validate_protections()
+            .map_err(|(key, message)| err(&key, message))?;
         self.acme
             .validate(self.listen.http.is_some())
             .map_err(|(key, message)| err(&key, message))?;
@@ -284,6 +301,34 @@ impl Config {
                 "acme.enabled",
                 "acme.enabled is true but acme.names is empty and no [[route]] has an exact host name; give names = [...] or route hosts".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// The protections at top level and in each route, as they take effect:
+    /// each must hold on its own, and every htpasswd file and client CA
+    /// named must be usable.
+    fn validate_protections(&self) -> Result<(), (String, String)> {
+        protect::validate("", &self.compression, &self.auth, &self.rate_limit)?;
+        check_htpasswd("auth.basic", &self.auth)?;
+        for (i, r) in self.routes.iter().enumerate() {
+            let table = format!("route[{i}].");
+            let auth = r.auth.apply(&self.auth);
+            protect::validate(
+                &table,
+                &r.compression.apply(&self.compression),
+                &auth,
+                &r.rate_limit.apply(&self.rate_limit),
+            )?;
+            if r.auth.basic.is_some() {
+                check_htpasswd(&format!("{table}auth.basic"), &auth)?;
+            }
+        }
+        self.tls.client().validate("tls")?;
+        for (i, entry) in self.tls.certificates.iter().enumerate() {
+            if entry.client.is_some() {
+                self.tls.client_for(entry).validate(&format!("tls.certificate[{i}]"))?;
+            }
         }
         Ok(())
     }
@@ -298,6 +343,17 @@ impl Config {
     pub fn uses_dev_cert(&self) -> bool {
         self.tls.cert.is_none()
     }
+}
+
+/// An htpasswd file must be readable and hold only strong hashes.
+fn check_htpasswd(key: &str, auth: &Auth) -> Result<(), (String, String)> {
+    let Some(path) = &auth.basic else {
+        return Ok(());
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| (key.to_string(), format!("cannot read {}: {e}", path.display())))?;
+    crate::htpasswd::parse(&text).map_err(|e| (key.to_string(), format!("{}: {e}", path.display())))?;
+    Ok(())
 }
 
 /// Resolves which file to read, in the documented order, and reads it.
@@ -359,11 +415,25 @@ impl fmt::Display for Config {
         )?;
         writeln!(f, "key_exchange = {}", list(&t.key_exchange))?;
         writeln!(f, "early_data = {}", t.early_data)?;
+        writeln!(f, "client_ca = {}", toml_string(&path(&t.client_ca)))?;
+        writeln!(f, "client_auth = \"{}\"", t.client_auth)?;
+        writeln!(f, "client_crl = {}", toml_string(&path(&t.client_crl)))?;
         for entry in &t.certificates {
             writeln!(f, "\n[[tls.certificate]]")?;
             writeln!(f, "cert = {}", toml_string(&entry.cert.display().to_string()))?;
             writeln!(f, "key = {}", toml_string(&entry.key.display().to_string()))?;
             writeln!(f, "names = {}", list(&entry.names))?;
+            if let Some(client) = &entry.client {
+                if client.ca.is_some() {
+                    writeln!(f, "client_ca = {}", toml_string(&path(&client.ca)))?;
+                }
+                if let Some(auth) = client.auth {
+                    writeln!(f, "client_auth = \"{auth}\"")?;
+                }
+                if client.crl.is_some() {
+                    writeln!(f, "client_crl = {}", toml_string(&path(&client.crl)))?;
+                }
+            }
         }
         writeln!(f, "\n[upstream]")?;
         let mut fallback = self.upstream.route.clone();
@@ -438,6 +508,7 @@ impl fmt::Display for Config {
         writeln!(f, "set_response = {}", table(&h.set_response))?;
         writeln!(f, "set_request = {}", table(&h.set_request))?;
         self.acme.write_toml(f, self.listen.http.is_some(), toml_string)?;
+        protect::display(f, &self.compression, &self.access, &self.auth, &self.rate_limit)?;
         if !self.routes.is_empty() {
             writeln!(f)?;
             route::display_routes(&self.routes, f)?;

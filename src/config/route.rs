@@ -14,6 +14,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use super::policy::{Cookies, Forwarded, Headers, Redirects, SameSite};
+use super::protect::{AccessOverride, AuthOverride, CompressionOverride, RateLimitOverride};
 use super::servers::{
     optional_ca_file, optional_server_name, optional_server_url, server_urls, Balance, CaFile, ServerUrl, Sticky,
 };
@@ -107,6 +108,18 @@ pub struct Route {
     /// `[route.headers]`: overrides of `[headers]`.
     #[serde(default)]
     pub headers: HeadersOverride,
+    /// `[route.compression]`: overrides of `[compression]`.
+    #[serde(default)]
+    pub compression: CompressionOverride,
+    /// `[route.access]`: overrides of `[access]`.
+    #[serde(default)]
+    pub access: AccessOverride,
+    /// `[route.auth]`: overrides of `[auth]`.
+    #[serde(default)]
+    pub auth: AuthOverride,
+    /// `[route.rate_limit]`: overrides of `[rate_limit]` (with counters of its own).
+    #[serde(default)]
+    pub rate_limit: RateLimitOverride,
 }
 
 fn default_sticky_cookie() -> String {
@@ -539,6 +552,10 @@ pub fn display_routes(routes: &[Route], f: &mut fmt::Formatter<'_>) -> fmt::Resu
             lines.push(format!("set_request = {}", table(v)));
         }
         section(f, "route.headers", &lines)?;
+        section(f, "route.compression", &r.compression.lines())?;
+        section(f, "route.access", &r.access.lines())?;
+        section(f, "route.auth", &r.auth.lines())?;
+        section(f, "route.rate_limit", &r.rate_limit.lines())?;
     }
     Ok(())
 }

@@ -87,6 +87,150 @@ pub struct Tls {
     /// 0-RTT early data (HTTP/3). Off: refused. On: accepted, and a request
     /// that is not idempotent and arrived as early data gets 425 Too Early.
     pub early_data: bool,
+    /// PEM file of the CA(s) client certificates must chain to.
+    #[serde(deserialize_with = "optional_path")]
+    pub client_ca: Option<PathBuf>,
+    /// Whether clients are asked for a certificate.
+    pub client_auth: ClientAuth,
+    /// PEM file of certificate revocation lists for client certificates.
+    #[serde(deserialize_with = "optional_path")]
+    pub client_crl: Option<PathBuf>,
+}
+
+impl Tls {
+    /// The client-certificate settings of `[tls]`.
+    pub fn client(&self) -> ClientCertificates {
+        ClientCertificates {
+            ca: self.client_ca.clone(),
+            auth: self.client_auth,
+            crl: self.client_crl.clone(),
+        }
+    }
+
+    /// The client-certificate settings of one site: its own keys, the
+    /// others from `[tls]`.
+    pub fn client_for(&self, entry: &CertificateEntry) -> ClientCertificates {
+        let base = self.client();
+        match &entry.client {
+            None => base,
+            Some(own) => ClientCertificates {
+                ca: own.ca.clone().or(base.ca),
+                auth: own.auth.unwrap_or(base.auth),
+                crl: own.crl.clone().or(base.crl),
+            },
+        }
+    }
+
+    /// Whether any site asks clients for certificates.
+    pub fn any_client_auth(&self) -> bool {
+        self.client_auth != ClientAuth::None
+            || self
+                .certificates
+                .iter()
+                .any(|e| self.client_for(e).auth != ClientAuth::None)
+    }
+}
+
+/// Whether clients are asked for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Not asked.
+    None,
+    /// Asked; a client without one is served (without an identity).
+    Optional,
+    /// A client without a verified certificate fails the handshake.
+    Required,
+}
+
+impl fmt::Display for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientAuth::None => "none",
+            ClientAuth::Optional => "optional",
+            ClientAuth::Required => "required",
+        })
+    }
+}
+
+/// Client-certificate settings of one site, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientCertificates {
+    /// The CA(s) certificates must chain to.
+    pub ca: Option<PathBuf>,
+    /// Whether clients are asked.
+    pub auth: ClientAuth,
+    /// Revocation lists.
+    pub crl: Option<PathBuf>,
+}
+
+impl ClientCertificates {
+    /// `client_auth` other than `none` needs a CA; the files must hold what they say.
+    pub(super) fn validate(&self, table: &str) -> Result<(), (String, String)> {
+        if self.auth == ClientAuth::None {
+            return Ok(());
+        }
+        let Some(ca) = &self.ca else {
+            return Err((
+                format!("{table}.client_ca"),
+                format!(
+                    "client_auth = \"{}\" needs client_ca: the PEM file of the CA that signs client certificates",
+                    self.auth
+                ),
+            ));
+        };
+        let pem = std::fs::read(ca).map_err(|e| {
+            (
+                format!("{table}.client_ca"),
+                format!("cannot read {}: {e}", ca.display()),
+            )
+        })?;
+        let certs = pem_items(&pem, "CERTIFICATE");
+        if certs == 0 {
+            return Err((
+                format!("{table}.client_ca"),
+                format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    ca.display()
+                ),
+            ));
+        }
+        if let Some(crl) = &self.crl {
+            let pem = std::fs::read(crl).map_err(|e| {
+                (
+                    format!("{table}.client_crl"),
+                    format!("cannot read {}: {e}", crl.display()),
+                )
+            })?;
+            if pem_items(&pem, "X509 CRL") == 0 {
+                return Err((
+                    format!("{table}.client_crl"),
+                    format!(
+                        "{} holds no PEM revocation list (-----BEGIN X509 CRL-----)",
+                        crl.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts PEM sections of one kind.
+fn pem_items(pem: &[u8], label: &str) -> usize {
+    let begin = format!("-----BEGIN {label}-----");
+    String::from_utf8_lossy(pem).matches(begin.as_str()).count()
+}
+
+/// Client-certificate keys written in one `[[tls.certificate]]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientOverride {
+    /// `client_ca`
+    pub ca: Option<PathBuf>,
+    /// `client_auth`
+    pub auth: Option<ClientAuth>,
+    /// `client_crl`
+    pub crl: Option<PathBuf>,
 }
 
 /// One `[[tls.certificate]]`: a PEM chain and its key, served to clients
@@ -100,6 +244,8 @@ pub struct CertificateEntry {
     /// Names it is chosen for (lower case, no trailing dot; `*.example.com`
     /// for one label). Empty: the DNS names in the certificate.
     pub names: Vec<String>,
+    /// Client-certificate keys of this site; none = `[tls]`'s.
+    pub client: Option<ClientOverride>,
     /// Where `cert`, `key` and each name are in the file, for messages.
     pub positions: EntryPositions,
 }
@@ -126,6 +272,7 @@ impl fmt::Debug for CertificateEntry {
             .field("cert", &self.cert)
             .field("key", &self.key)
             .field("names", &self.names)
+            .field("client", &self.client)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +298,9 @@ impl Default for Tls {
             certificates: Vec::new(),
             key_exchange: KeyExchange::DEFAULT.to_vec(),
             early_data: false,
+            client_ca: None,
+            client_auth: ClientAuth::None,
+            client_crl: None,
         }
     }
 }
@@ -163,6 +313,12 @@ struct RawCertificateEntry {
     key: toml::Spanned<PemPath>,
     #[serde(default)]
     names: Vec<toml::Spanned<CertificateName>>,
+    #[serde(default, deserialize_with = "optional_path")]
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    client_auth: Option<ClientAuth>,
+    #[serde(default, deserialize_with = "optional_path")]
+    client_crl: Option<PathBuf>,
 }
 
 /// A non-empty file path (validated where it is written, for the position).
@@ -195,7 +351,13 @@ fn certificate_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Certificat
         .map(|e| {
             let mut offsets = vec![e.cert.span().start, e.key.span().start];
             offsets.extend(e.names.iter().map(|n| n.span().start));
+            let client = ClientOverride {
+                ca: e.client_ca,
+                auth: e.client_auth,
+                crl: e.client_crl,
+            };
             CertificateEntry {
+                client: (client != ClientOverride::default()).then_some(client),
                 cert: e.cert.into_inner().0,
                 key: e.key.into_inner().0,
                 names: e.names.into_iter().map(|n| n.into_inner().0).collect(),

@@ -52,10 +52,14 @@ impl Upstream {
             ("forwarded", route.forwarded != ForwardedOverride::default()),
             ("redirects", route.redirects != RedirectsOverride::default()),
             ("headers", route.headers != HeadersOverride::default()),
+            ("compression", route.compression != Default::default()),
+            ("access", route.access != Default::default()),
+            ("auth", route.auth != Default::default()),
+            ("rate_limit", route.rate_limit != Default::default()),
         ];
         if let Some((key, _)) = only_routes.iter().find(|(_, written)| *written) {
             return Err(format!(
-                "`{key}` is a [[route]] key: [upstream] is the fallback route, it takes every request no route takes with the top-level [cookies], [forwarded], [redirects] and [headers]; give a [[route]] for a host or path of its own"
+                "`{key}` is a [[route]] key: [upstream] is the fallback route, it takes every request no route takes with the top-level [cookies], [forwarded], [redirects], [headers], [compression], [access], [auth] and [rate_limit]; give a [[route]] for a host or path of its own"
             ));
         }
         let given = !route.all_servers().is_empty();

@@ -26,6 +26,8 @@ pub struct Loaded {
     pub config: Config,
     /// The TLS server configuration built from its certificates.
     pub tls: Arc<ServerConfig>,
+    /// Per-site configurations when some site asks for client certificates.
+    pub client_sites: Option<Arc<crate::tls::ClientAuthSites>>,
     /// Files whose change triggers a reload (certificate and key).
     pub watch: Vec<PathBuf>,
     /// How those files were just before they were read.
@@ -50,6 +52,8 @@ pub struct Generation {
     /// The request pipeline (with its own upstream pool).
     pub proxy: Proxy,
     pub(super) acceptor: TlsAcceptor,
+    /// Per-site configurations when some site asks for client certificates.
+    pub(super) client_sites: Option<Arc<crate::tls::ClientAuthSites>>,
     pub(super) http1: http1::Builder,
     pub(super) http2: http2::Builder<TokioExecutor>,
     /// HTTP/3: the QUIC side of the same certificates (`listen.http3`).
@@ -101,8 +105,10 @@ pub(super) fn build_generation(
         None
     };
     Generation {
-        proxy: Proxy::new(&config, telemetry.clone(), hints.clone(), tracker.clone()),
+        proxy: Proxy::new(&config, telemetry.clone(), hints.clone(), tracker.clone())
+            .with_client_sites(loaded.client_sites.clone()),
         acceptor: TlsAcceptor::from(loaded.tls),
+        client_sites: loaded.client_sites,
         quic,
         http1,
         http2,

@@ -4,9 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+use crate::tls::ClientAuthSites;
 
 use crate::policy::forwarded::TrustedProxies;
 use crate::proxy_protocol::{self, Parse, Rejection};
@@ -23,13 +28,17 @@ impl Drop for OpenConnection<'_> {
 
 /// What the TLS handshake settled, taken out of the stream in one place.
 pub(super) struct Accepted {
-    pub(super) tls: tokio_rustls::server::TlsStream<TcpStream>,
+    pub(super) tls: TlsStream<TcpStream>,
     /// ALPN chose HTTP/2.
     pub(super) speaks_h2: bool,
     /// A tls-alpn-01 validation: it ends with the handshake (RFC 8737 §3).
     pub(super) acme_validation: bool,
     pub(super) tls_version: &'static str,
     pub(super) key_exchange: &'static str,
+    /// A verified client certificate's `X-Forwarded-Client-Cert` value.
+    pub(super) client_cert: Option<http::HeaderValue>,
+    /// The client-certificate settings of the site the handshake chose.
+    pub(super) client_site: Option<Arc<crate::config::ClientCertificates>>,
 }
 
 /// The TLS handshake, within `timeout`; `None` (counted and logged) when it
@@ -39,29 +48,38 @@ pub(super) struct Accepted {
 /// ~2.4 KiB of every idle connection's task that way.
 pub(super) async fn handshake(
     acceptor: &TlsAcceptor,
+    sites: Option<&ClientAuthSites>,
     stream: TcpStream,
     telemetry: &Telemetry,
     peer: SocketAddr,
     timeout: Duration,
 ) -> Option<Accepted> {
-    // Count a failure before the socket closes, so what a client sees and
-    // what /metrics says agree: the fallible accept hands the socket back,
-    // and a timed-out accept (which holds it) is dropped after the count.
-    let accepting = acceptor.accept(stream).into_fallible();
-    tokio::pin!(accepting);
-    let tls = match tokio::time::timeout(timeout, accepting.as_mut()).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err((e, io))) => {
-            telemetry.metrics.tls_handshake_failures.inc();
-            tracing::debug!(%peer, "TLS handshake failed: {e}");
-            drop(io);
-            return None;
+    let failed = |what: &dyn std::fmt::Display| {
+        telemetry.metrics.tls_handshake_failures.inc();
+        tracing::debug!(%peer, "TLS handshake failed: {what}");
+        None
+    };
+    let (tls, client_site) = match sites {
+        None => {
+            // Count a failure before the socket closes, so what a client sees and
+            // what /metrics says agree: the fallible accept hands the socket back,
+            // and a timed-out accept (which holds it) is dropped after the count.
+            let accepting = acceptor.accept(stream).into_fallible();
+            tokio::pin!(accepting);
+            match tokio::time::timeout(timeout, accepting.as_mut()).await {
+                Ok(Ok(tls)) => (tls, None),
+                Ok(Err((e, io))) => {
+                    drop(io);
+                    return failed(&e);
+                }
+                Err(_) => return failed(&"timed out"),
+            }
         }
-        Err(_) => {
-            telemetry.metrics.tls_handshake_failures.inc();
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return None;
-        }
+        Some(sites) => match tokio::time::timeout(timeout, by_site(sites, stream)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return failed(&e),
+            Err(_) => return failed(&"timed out"),
+        },
     };
     telemetry.metrics.tls_handshakes.inc();
     let session = tls.get_ref().1;
@@ -80,13 +98,44 @@ pub(super) async fn handshake(
         .negotiated_key_exchange_group()
         .map_or("-", |g| crate::tls::group_name(g.name()));
     telemetry.metrics.count_key_exchange(key_exchange);
+    let client_cert = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| crate::policy::client_cert::header_value(leaf));
     Some(Accepted {
         tls,
         speaks_h2,
         acme_validation,
         tls_version,
         key_exchange,
+        client_cert,
+        client_site,
     })
+}
+
+/// The handshake when some site asks for client certificates: the
+/// ClientHello is read first, and its SNI picks the site's configuration.
+async fn by_site(
+    sites: &ClientAuthSites,
+    stream: TcpStream,
+) -> std::io::Result<(TlsStream<TcpStream>, Option<Arc<crate::config::ClientCertificates>>)> {
+    let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let hello = start.client_hello();
+    let name = hello
+        .server_name()
+        .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+    // An ACME tls-alpn-01 validation presents no client certificate.
+    let acme_only = hello
+        .alpn()
+        .is_some_and(|mut protocols| protocols.all(|p| p == crate::acme::ACME_TLS_ALPN));
+    let (settings, config) = sites.for_name(name.as_deref());
+    let (settings, config) = if acme_only {
+        (None, sites.for_name(None).1.clone())
+    } else {
+        (Some(settings.clone()), config.clone())
+    };
+    let tls = start.into_stream(config).await?;
+    Ok((tls, settings))
 }
 
 /// `listen.proxy_protocol`: who may send the PROXY header, and how long

@@ -57,6 +57,7 @@ pub(super) async fn serve_tls(
     }
     let handshake = handshake(
         &generation.acceptor,
+        generation.client_sites.as_deref(),
         stream,
         &server.telemetry,
         peer,
@@ -70,6 +71,8 @@ pub(super) async fn serve_tls(
         acme_validation,
         tls_version,
         key_exchange,
+        client_cert,
+        client_site,
     }) = handshake.await
     else {
         return;
@@ -79,9 +82,16 @@ pub(super) async fn serve_tls(
         let _ = tls.shutdown().await;
         return;
     }
+    // HTTP/3 carries no client certificates: a site that asks for them is
+    // not advertised there.
+    let advertise_h3 = client_site
+        .as_ref()
+        .is_none_or(|s| s.auth == crate::config::ClientAuth::None);
     let conn = Arc::new(Connection {
         tls_version,
         key_exchange,
+        client_cert,
+        client_site,
         ..Connection::new(peer, local)
     });
     let service = {
@@ -97,7 +107,7 @@ pub(super) async fn serve_tls(
             // balancer then sends to another replica. Read when the request
             // comes: one that began before SIGTERM keeps its keep-alive.
             let close_after = !speaks_h2 && server.is_shutting_down();
-            let alt_svc = server.alt_svc.clone();
+            let alt_svc = server.alt_svc.clone().filter(|_| advertise_h3);
             // Boxed: hyper keeps an HTTP/1.1 connection's request-future slot
             // for the connection's whole life and copies an HTTP/2 stream's
             // future into a task of its own; a pointer is cheaper to hold
