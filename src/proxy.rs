@@ -467,11 +467,9 @@ impl Proxy {
             }
         }
         forward::strip_copied(&mut head.headers, &protect.copy_headers);
-        // Behind a trusted proxy that authenticates, its word stands;
-        // anyone else's is removed.
-        if !client.via_trusted_proxy || protect.auth.is_some() {
-            head.headers.remove(&X_FORWARDED_USER);
-        }
+        // Only tlsfront's own auth names the user: a load balancer in front
+        // passes clients' headers through, so even its word is not taken.
+        head.headers.remove(&X_FORWARDED_USER);
         if !client.via_trusted_proxy || conn.client_cert.is_some() {
             head.headers.remove(&X_FORWARDED_CLIENT_CERT);
         }
