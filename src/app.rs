@@ -433,6 +433,7 @@ fn doctor(args: DoctorArgs) -> Result<(), AppError> {
         connect_timeout: config.upstream.connect_timeout,
         response_timeout: config.upstream.response_timeout.min(std::time::Duration::from_secs(15)),
         forms: !args.no_forms,
+        compression: config.compression.enabled,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

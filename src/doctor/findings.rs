@@ -72,11 +72,13 @@ pub enum FindingCode {
     UpstreamSlow,
     /// `upstream_http10`
     UpstreamHttp10,
+    /// `uncompressed_text`: a large text response sent uncompressed while tlsfront's `[compression]` is off.
+    UncompressedText,
 }
 
 impl FindingCode {
     /// Every code, in the order docs/doctor.md lists them.
-    pub const ALL: [FindingCode; 18] = [
+    pub const ALL: [FindingCode; 19] = [
         FindingCode::RedirectHttpScheme,
         FindingCode::RedirectInternalHost,
         FindingCode::CookieMissingSecure,
@@ -95,6 +97,7 @@ impl FindingCode {
         FindingCode::UpstreamUnreachable,
         FindingCode::UpstreamSlow,
         FindingCode::UpstreamHttp10,
+        FindingCode::UncompressedText,
     ];
 
     /// The stable machine name in the report and the JSON, e.g. `redirect_http_scheme`.
@@ -118,6 +121,7 @@ impl FindingCode {
             FindingCode::UpstreamUnreachable => "upstream_unreachable",
             FindingCode::UpstreamSlow => "upstream_slow",
             FindingCode::UpstreamHttp10 => "upstream_http10",
+            FindingCode::UncompressedText => "uncompressed_text",
         }
     }
 }
@@ -162,6 +166,8 @@ pub struct Context {
     pub upstream_authority: String,
     /// Whether the app's address is loopback (reachable only from this machine).
     pub upstream_is_loopback: bool,
+    /// Whether tlsfront's `[compression]` is on (top level).
+    pub compression: bool,
 }
 
 fn fixes(items: [(&'static str, String); 4]) -> BTreeMap<&'static str, String> {
@@ -411,6 +417,19 @@ pub fn finding(code: FindingCode, ctx: &Context, detail: &str, evidence: String)
             false,
             "tlsfront still works, opening a new connection each time.",
         ),
+        FindingCode::UncompressedText => (
+            Severity::Info,
+            "The app sends large text responses uncompressed, and tlsfront's compression is off".into(),
+            "HTML, CSS, JavaScript and JSON shrink to a fifth or less with gzip, brotli or zstd; sent as they are, pages load slower on slow links and cost more bandwidth. (The doctor asks without Accept-Encoding: an app that compresses when asked is fine.)".into(),
+            fixes([
+                ("flask", "turn [compression] on in tlsfront (enabled = true, the default), or use flask-compress".into()),
+                ("django", "turn [compression] on in tlsfront (enabled = true, the default), or add django.middleware.gzip.GZipMiddleware".into()),
+                ("express", "turn [compression] on in tlsfront (enabled = true, the default), or app.use(require('compression')())".into()),
+                ("rails", "turn [compression] on in tlsfront (enabled = true, the default), or use Rack::Deflater".into()),
+            ]),
+            true,
+            "With [compression] enabled (the default), tlsfront compresses such responses for every client that accepts it; switch it off only for pages that mix a secret with reflected input (BREACH), per route.",
+        ),
     };
     Finding {
         code,
@@ -607,6 +626,28 @@ pub fn check_urls(text: &str, ctx: &Context, evidence: &str) -> Vec<Finding> {
 }
 
 /// The Location header and its decoded query both count.
+/// Text this large sent uncompressed is worth a note when tlsfront will not compress it.
+pub const LARGE_TEXT_BYTES: usize = 10 * 1024;
+
+/// A large text response the app sent as it is, when tlsfront's
+/// compression is off.
+pub fn check_compression(headers: &HeaderMap, body_len: usize, ctx: &Context, evidence: &str) -> Option<Finding> {
+    if ctx.compression || body_len < LARGE_TEXT_BYTES || headers.contains_key(http::header::CONTENT_ENCODING) {
+        return None;
+    }
+    let content_type = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    let defaults = crate::config::Compression::default();
+    if !crate::policy::encoding::type_listed(content_type, &defaults.types) {
+        return None;
+    }
+    Some(finding(
+        FindingCode::UncompressedText,
+        ctx,
+        "",
+        format!("{evidence} → {body_len} bytes of {content_type}, no Content-Encoding"),
+    ))
+}
+
 pub fn check_location(headers: &HeaderMap, ctx: &Context, evidence: &str) -> Vec<Finding> {
     match headers.get(LOCATION).and_then(|v| v.to_str().ok()) {
         Some(loc) => check_urls(loc, ctx, &format!("{evidence} → Location")),
@@ -673,6 +714,7 @@ mod tests {
             public_origin: "https://localhost:8443".into(),
             upstream_authority: "127.0.0.1:5001".into(),
             upstream_is_loopback: true,
+            compression: true,
         }
     }
 
@@ -745,6 +787,31 @@ mod tests {
     }
 
     #[test]
+    fn uncompressed_text_only_when_compression_is_off() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "content-type",
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        let mut off = ctx();
+        off.compression = false;
+        let found = check_compression(&headers, 20_000, &off, "GET /").unwrap();
+        assert_eq!(found.code, FindingCode::UncompressedText);
+        assert!(
+            found.evidence.contains("20000 bytes of text/html"),
+            "{}",
+            found.evidence
+        );
+        assert!(check_compression(&headers, 20_000, &ctx(), "GET /").is_none());
+        assert!(check_compression(&headers, 5_000, &off, "GET /").is_none());
+        let mut png = HeaderMap::new();
+        png.insert("content-type", http::HeaderValue::from_static("image/png"));
+        assert!(check_compression(&png, 20_000, &off, "GET /").is_none());
+        headers.insert("content-encoding", http::HeaderValue::from_static("gzip"));
+        assert!(check_compression(&headers, 20_000, &off, "GET /").is_none());
+    }
+
+    #[test]
     fn every_code_has_text_and_fixes() {
         let c = ctx();
         for code in FindingCode::ALL {
@@ -773,6 +840,7 @@ mod tests {
         let exposed = Context {
             upstream_authority: "10.0.0.5:8000".into(),
             upstream_is_loopback: false,
+            compression: true,
             ..ctx()
         };
         let on_loopback = finding(FindingCode::TrustsSpoofedForwarded, &loopback, "", String::new());

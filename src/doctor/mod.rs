@@ -24,8 +24,8 @@ use tokio::net::TcpStream;
 
 use crate::config::ServerUrl;
 use findings::{
-    check_cookies, check_location, check_urls, finding, is_session_name, Context, Finding, FindingCode, SeenCookie,
-    Severity,
+    check_compression, check_cookies, check_location, check_urls, finding, is_session_name, Context, Finding,
+    FindingCode, SeenCookie, Severity,
 };
 pub use report::{render_human, render_json};
 
@@ -61,6 +61,8 @@ pub struct Options {
     pub response_timeout: Duration,
     /// Post the login form of each checked page once (`--no-forms` turns it off).
     pub forms: bool,
+    /// Whether tlsfront's `[compression]` is on.
+    pub compression: bool,
 }
 
 /// The outcome of a doctor run.
@@ -224,6 +226,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
             .map_or("localhost", |a| a.as_str())
             .to_string(),
         upstream_is_loopback: opts.upstream.authority().is_none_or(|a| is_loopback_host(a.host())),
+        compression: opts.compression,
     };
     let host_header = if public_port == 443 {
         public_host.clone()
@@ -438,6 +441,8 @@ impl Doctor<'_> {
             ));
         }
         self.findings.extend(check_location(&seen.headers, &self.ctx, evidence));
+        self.findings
+            .extend(check_compression(&seen.headers, seen.body.len(), &self.ctx, evidence));
         self.findings
             .extend(check_urls(&seen.body, &self.ctx, &format!("{evidence} (page body)")));
         for name in [SERVER.as_str(), "x-powered-by"] {
