@@ -6,7 +6,9 @@
 # regression signal; bench/README.md records the figures with date and commit.
 #   bench/instructions.sh        prints the current figures beside the recorded ones
 # Environment: REQUESTS (default 4000 per protocol), PORT_BASE (default 28600),
-# PROFILE_DIR (keep the callgrind profiles there, for callgrind_annotate).
+# PROFILE_DIR (keep the callgrind profiles there, for callgrind_annotate),
+# CONFIG (default bench/tlsfront.toml; bench/protect.sh passes its own, with
+# "{upstream}" in it replaced by the app's address).
 # Only tlsfront runs under valgrind; the app and the client (examples/reqcount.rs)
 # do not. Counted: from after a warm-up (handshakes done, pool filled) to the
 # last response, divided by the number of requests.
@@ -30,12 +32,13 @@ cleanup() {
 trap cleanup EXIT
 
 "$bin" cert --out "$dir/certs" --host localhost --host 127.0.0.1 >/dev/null
+sed "s#{upstream}#$up_addr#g" "${CONFIG:-bench/tlsfront.toml}" >"$dir/tlsfront.toml"
 "$load" upstream "$up_addr" >"$dir/upstream.log" 2>&1 &
 pids+=($!)
 # One CPU, as the shared harness gives the proxy: tlsfront then runs tokio's
 # current-thread scheduler, the one the harness's figures come from.
 taskset -c 0 valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$dir/cg.out" \
-    "$bin" run -c bench/tlsfront.toml --listen "$tls_addr" --upstream "http://$up_addr" \
+    "$bin" run -c "$dir/tlsfront.toml" --listen "$tls_addr" --upstream "http://$up_addr" \
     --cert "$dir/certs/cert.pem" --key "$dir/certs/key.pem" >"$dir/tlsfront.log" 2>&1 &
 vg=$!
 pids+=("$vg")

@@ -115,7 +115,12 @@ fn request(h2: bool, authority: &str) -> Request<Empty<Bytes>> {
         .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
         .header("accept-language", "en-US,en;q=0.5")
         .header("accept-encoding", "gzip, deflate, br")
-        .header("cookie", "session=abc")
+        .header("cookie", "session=abc");
+    // bench/protect.sh: basic-auth credentials on every request.
+    if let Ok(authorization) = std::env::var("REQCOUNT_AUTHORIZATION") {
+        builder = builder.header("authorization", authorization);
+    }
+    builder
         .body(Empty::new())
         .unwrap_or_else(|e| fail(&format!("request: {e}")))
 }
