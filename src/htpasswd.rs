@@ -13,6 +13,10 @@ use std::fmt;
 
 /// Argon2 memory above this is refused: each login attempt would take it.
 pub const MAX_ARGON2_KIB: u32 = 64 * 1024;
+/// Argon2 passes above this are refused (each is a pass over all the memory).
+pub const MAX_ARGON2_TIME: u32 = 16;
+/// Argon2 lanes above this are refused.
+pub const MAX_ARGON2_LANES: u32 = 16;
 /// bcrypt cost above this is refused: one check would take seconds.
 pub const MAX_BCRYPT_COST: u32 = 14;
 
@@ -166,6 +170,14 @@ fn parse_argon2(hash: &str) -> Result<(), String> {
         };
         match k {
             "m" => memory = Some(v),
+            "t" if v > MAX_ARGON2_TIME => {
+                return Err(format!(
+                    "argon2 time cost t={v} makes every login take too long; use at most t={MAX_ARGON2_TIME}"
+                ))
+            }
+            "p" if v > MAX_ARGON2_LANES => {
+                return Err(format!("argon2 parallelism p={v}; use at most p={MAX_ARGON2_LANES}"))
+            }
             "t" | "p" => {}
             _ => return bad(),
         }
@@ -220,6 +232,10 @@ mod tests {
                 "memory",
             ),
             ("carol:$argon2id$v=19$t=2$c29tZXNhbHQ$RdescudvJCsg", "malformed argon2"),
+            (
+                "carol:$argon2id$v=19$m=19456,t=100000,p=1$c29tZXNhbHQ$RdescudvJCsg",
+                "time cost",
+            ),
         ] {
             let e = parse(&format!("alice:{BCRYPT}\n{line}\n")).unwrap_err();
             assert_eq!(e.line, 2, "{line}");

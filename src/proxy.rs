@@ -363,7 +363,13 @@ impl Proxy {
         };
         let (mut head, body) = response.into_parts();
         let upgraded_to = head.headers.get(UPGRADE).cloned();
+        // `Trailer` names the fields after the body, end to end (RFC 9110
+        // §6.6.2): an HTTP/1.1 client gets only trailers declared there.
+        let declared_trailers: Vec<HeaderValue> = head.headers.get_all(http::header::TRAILER).iter().cloned().collect();
         hop::strip(&mut head.headers);
+        for value in declared_trailers {
+            head.headers.append(http::header::TRAILER, value);
+        }
         let hardened = cookies::harden_response(&mut head.headers, &policy.cookies);
         if hardened.any() {
             self.hints.cookies_hardened(hardened);
@@ -466,15 +472,18 @@ impl Proxy {
                 return Err(response);
             }
         }
-        forward::strip_copied(&mut head.headers, &protect.copy_headers);
         // Only tlsfront's own auth names the user: a load balancer in front
         // passes clients' headers through, so even its word is not taken.
         head.headers.remove(&X_FORWARDED_USER);
-        if !client.via_trusted_proxy || conn.client_cert.is_some() {
-            head.headers.remove(&X_FORWARDED_CLIENT_CERT);
-        }
+        head.headers.remove(&X_FORWARDED_CLIENT_CERT);
         if let Some(identity) = &conn.client_cert {
             head.headers.insert(X_FORWARDED_CLIENT_CERT.clone(), identity.clone());
+        }
+        // The auth service's names are never the client's; for forward auth
+        // they are removed once the service has seen the request as sent
+        // (it may need the client's own Authorization).
+        if !matches!(protect.auth, Some(Authenticator::Forward(_))) {
+            forward::strip_copied(&mut head.headers, &protect.copy_headers);
         }
         match &protect.auth {
             None => Ok(None),
@@ -500,18 +509,22 @@ impl Proxy {
                 Ok(Some(user))
             }
             Some(Authenticator::Forward(service)) => {
-                let uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                // The path as routes and the app see it: with routes,
+                // normalised (`/public/../admin` is `/admin`), so the service
+                // judges what is served, not what was typed.
+                let uri = self.public_target(&head.uri);
                 let client_value =
                     HeaderValue::from_str(&client.client_ip.to_string()).unwrap_or_else(|_| conn.peer_value.clone());
                 let verdict = service
                     .ask(Asking {
                         headers: &head.headers,
                         method: &head.method,
-                        uri,
+                        uri: &uri,
                         host,
                         client: &client_value,
                     })
                     .await;
+                forward::strip_copied(&mut head.headers, &protect.copy_headers);
                 match verdict {
                     Verdict::Allow(copied) => {
                         for (name, value) in copied {
@@ -532,6 +545,21 @@ impl Proxy {
                     Verdict::Failed(status, text) => Err(error_response(status, text)),
                 }
             }
+        }
+    }
+
+    /// The request target as the app is sent it, before a mount prefix is
+    /// stripped: normalised when there are routes, as is otherwise.
+    fn public_target(&self, uri: &http::Uri) -> String {
+        if !self.routes.has_routes() {
+            return uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
+        }
+        let path = prefix::normalise_path(uri.path());
+        match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.into_owned(),
         }
     }
 

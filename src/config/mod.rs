@@ -309,7 +309,8 @@ impl Config {
     /// each must hold on its own, and every htpasswd file and client CA
     /// named must be usable.
     fn validate_protections(&self) -> Result<(), (String, String)> {
-        protect::validate("", &self.compression, &self.auth, &self.rate_limit)?;
+        let copy_written = !self.auth.copy_headers.is_empty();
+        protect::validate("", &self.compression, &self.auth, copy_written, &self.rate_limit)?;
         check_htpasswd("auth.basic", &self.auth)?;
         for (i, r) in self.routes.iter().enumerate() {
             let table = format!("route[{i}].");
@@ -318,6 +319,7 @@ impl Config {
                 &table,
                 &r.compression.apply(&self.compression),
                 &auth,
+                r.auth.copy_headers.is_some(),
                 &r.rate_limit.apply(&self.rate_limit),
             )?;
             if r.auth.basic.is_some() {

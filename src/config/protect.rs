@@ -482,7 +482,13 @@ pub fn display(f: &mut fmt::Formatter<'_>, c: &Compression, a: &Access, auth: &A
 
 /// The checks of one effective set of protections; `table` prefixes the
 /// keys (`""` at top level, `route[2].` in a route).
-pub fn validate(table: &str, c: &Compression, auth: &Auth, r: &RateLimit) -> Result<(), (String, String)> {
+pub fn validate(
+    table: &str,
+    c: &Compression,
+    auth: &Auth,
+    copy_written: bool,
+    r: &RateLimit,
+) -> Result<(), (String, String)> {
     let key = |k: &str| format!("{table}{k}");
     if c.enabled && c.algorithms.is_empty() {
         return Err((
@@ -501,10 +507,18 @@ pub fn validate(table: &str, c: &Compression, auth: &Auth, r: &RateLimit) -> Res
             "basic and forward are both set; an [auth] table uses one of them".into(),
         ));
     }
-    if auth.forward.is_none() && !auth.copy_headers.is_empty() {
+    // Inherited names are harmless on a route without forward auth (they are
+    // still removed from clients' requests); written ones are a mistake.
+    if copy_written && auth.forward.is_none() && !auth.copy_headers.is_empty() {
         return Err((
             key("auth.copy_headers"),
             "only applies with forward auth (auth.forward = \"http://...\")".into(),
+        ));
+    }
+    if let Some(name) = auth.copy_headers.iter().find(|n| FRAMING.contains(&n.as_str())) {
+        return Err((
+            key("auth.copy_headers"),
+            format!("{name:?} frames or routes the request; it cannot come from the auth service"),
         ));
     }
     if auth.forward_timeout.is_zero() {
@@ -520,6 +534,21 @@ pub fn validate(table: &str, c: &Compression, auth: &Auth, r: &RateLimit) -> Res
     }
     Ok(())
 }
+
+/// Fields that frame or route a request: never copied from an auth answer.
+const FRAMING: [&str; 11] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "expect",
+    "content-encoding",
+];
 
 fn path_text(p: &Option<PathBuf>) -> String {
     p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()

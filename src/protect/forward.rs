@@ -53,6 +53,9 @@ pub struct Asking<'a> {
     pub client: &'a HeaderValue,
 }
 
+/// Body bytes of a 2xx auth answer read (and thrown away) at most.
+const DRAIN_BYTES: usize = 64 * 1024;
+
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -147,9 +150,20 @@ impl ForwardAuth {
                     .map(move |v| (name.clone(), v.clone()))
             })
             .collect();
-        // Read the (usually empty) body, so the connection goes back to the pool.
-        let body = answer.into_body();
-        let _ = tokio::time::timeout(Duration::from_secs(1), body.collect()).await;
+        // Read the (usually empty) body so the connection goes back to the
+        // pool; a large or slow one is dropped (with its connection) instead.
+        let mut body = answer.into_body();
+        let mut left = DRAIN_BYTES;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let n = frame.data_ref().map_or(0, |d| d.len());
+                if n > left {
+                    break;
+                }
+                left -= n;
+            }
+        })
+        .await;
         Verdict::Allow(copied)
     }
 }

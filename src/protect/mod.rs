@@ -92,7 +92,7 @@ impl Shared {
             top_rate_limit: config
                 .rate_limit
                 .enabled()
-                .then(|| Arc::new(RateLimiter::new(&config.rate_limit))),
+                .then(|| limiter("top level", &config.rate_limit)),
             basic: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -106,13 +106,33 @@ impl Shared {
     }
 }
 
+/// The limiter of a route (by its host and path) and settings: the one the
+/// running generation has, when there is one, so that a reload (SIGHUP, a
+/// renewed certificate) does not hand every limited client a fresh burst.
+fn limiter(owner: &str, settings: &config::RateLimit) -> Arc<RateLimiter> {
+    type Registry = std::sync::Mutex<HashMap<String, std::sync::Weak<RateLimiter>>>;
+    static LIMITERS: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    let key = format!("{owner} {settings:?}");
+    let mut limiters = LIMITERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    limiters.retain(|_, weak| weak.strong_count() > 0);
+    if let Some(running) = limiters.get(&key).and_then(std::sync::Weak::upgrade) {
+        return running;
+    }
+    let fresh = Arc::new(RateLimiter::new(settings));
+    limiters.insert(key, Arc::downgrade(&fresh));
+    fresh
+}
+
 impl Protection {
     /// A route's protections: the top-level tables with its overrides.
     pub fn new(route: &config::Route, config: &Config, shared: &Shared, metrics: &Metrics) -> Protection {
         let auth = route.auth.apply(&config.auth);
         let rate_limit = if route.rate_limit.written() {
             let settings = route.rate_limit.apply(&config.rate_limit);
-            settings.enabled().then(|| Arc::new(RateLimiter::new(&settings)))
+            settings.enabled().then(|| limiter(&route.describe(), &settings))
         } else {
             shared.top_rate_limit.clone()
         };

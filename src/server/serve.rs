@@ -114,7 +114,9 @@ pub(super) async fn serve_tls(
             // idle and to move than the request's multi-KiB state.
             let handling: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> = Box::pin(async move {
                 let mut response = generation.proxy.handle(req, &conn).await;
-                if let Some(alt_svc) = alt_svc {
+                // Not on a 421: the request was for another site, which may
+                // be one HTTP/3 cannot serve (client certificates).
+                if let Some(alt_svc) = alt_svc.filter(|_| response.status() != http::StatusCode::MISDIRECTED_REQUEST) {
                     response.headers_mut().entry(http::header::ALT_SVC).or_insert(alt_svc);
                 }
                 // An upgrade's 101 keeps its `Connection: upgrade`.
