@@ -344,6 +344,8 @@ fn check(args: CheckArgs) -> Result<(), AppError> {
         if !config.upstream.given {
             say!("#   a request no route takes: 421 if no route serves its host, else 404");
         }
+    } else if let Some(line) = crate::routes::describe(&config).first() {
+        say!("# every request: {line}");
     }
     say!("{config}");
     Ok(())

@@ -123,7 +123,7 @@ impl Proxy {
         let method = req.method().clone();
         let protocol = req.version();
         // Kept for compression, chosen once the route and response are known.
-        let accept: Vec<HeaderValue> = encoding::accept_encoding(req.headers()).cloned().collect();
+        let accept = encoding::accept_encoding(req.headers());
         let path = if logging {
             req.uri()
                 .path_and_query()
@@ -569,7 +569,7 @@ impl Proxy {
         &self,
         route: &Route,
         method: &Method,
-        accept: &[HeaderValue],
+        accept: &Option<HeaderValue>,
         head: &mut http::response::Parts,
         body: ProxyBody,
     ) -> ProxyBody {

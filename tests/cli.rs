@@ -37,6 +37,63 @@ fn check_prints_effective_settings() {
 }
 
 #[test]
+fn check_prints_each_routes_protection() {
+    let dir = tempfile::tempdir().unwrap();
+    // A real bcrypt line (`htpasswd -nbB -C 5 alice secret`).
+    std::fs::write(
+        dir.path().join("htpasswd"),
+        "alice:$2y$05$Er3IETFsTD2dVEZChmdHjOv8/88h.uTZiJRFi2j5ws7yBOJRVPfBG\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("t.toml"),
+        "[upstream]\nurl = \"http://127.0.0.1:5000\"\n[access]\nallow = [\"10.0.0.0/8\"]\n\
+         [[route]]\npath = \"/login\"\nurl = \"http://127.0.0.1:5000\"\n\
+         [route.auth]\nbasic = \"htpasswd\"\n[route.rate_limit]\nrequests = 10\nper = \"1m\"\n\
+         [route.compression]\nenabled = false\n",
+    )
+    .unwrap();
+    let o = tlsfront(dir.path(), &["check", "-c", "t.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("route[0] (any host, /login) -> http://127.0.0.1:5000 [compression off; access allow 10.0.0.0/8; auth basic htpasswd; rate_limit 10/1m burst 10]"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "[upstream] fallback -> http://127.0.0.1:5000 [compression zstd,br,gzip; access allow 10.0.0.0/8]"
+        ),
+        "{out}"
+    );
+    // Without routes, the one line for every request.
+    std::fs::write(
+        dir.path().join("u.toml"),
+        "[upstream]\nurl = \"unix:/run/app/gunicorn.sock\"\n",
+    )
+    .unwrap();
+    let o = tlsfront(dir.path(), &["check", "-c", "u.toml"]);
+    assert!(
+        stdout(&o).contains("# every request: [upstream] -> unix:/run/app/gunicorn.sock [compression zstd,br,gzip]"),
+        "{}",
+        stdout(&o)
+    );
+    // A weak hash is refused, naming the line and the command for a good one.
+    std::fs::write(
+        dir.path().join("htpasswd"),
+        "# users\nbob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n",
+    )
+    .unwrap();
+    let o = tlsfront(dir.path(), &["check", "-c", "t.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("route[0].auth.basic") && err.contains("line 2") && err.contains("htpasswd -B"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_finds_config_by_env_then_default_path() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("config")).unwrap();

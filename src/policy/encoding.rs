@@ -181,9 +181,20 @@ pub fn prepare_response(headers: &mut HeaderMap, coding: Coding) {
     }
 }
 
-/// The request's `Accept-Encoding` values.
-pub fn accept_encoding(headers: &HeaderMap) -> impl Iterator<Item = &HeaderValue> {
-    headers.get_all(ACCEPT_ENCODING).iter()
+/// The request's `Accept-Encoding`, kept for when the response is known:
+/// one value as it is (a reference count, no copy), several joined.
+pub fn accept_encoding(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut values = headers.get_all(ACCEPT_ENCODING).iter();
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(first.clone());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in std::iter::once(second).chain(values) {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
 }
 
 #[cfg(test)]
@@ -212,6 +223,13 @@ mod tests {
         assert_eq!(pick("gzip;q=2"), None);
         assert_eq!(pick("gzip;q=0.0001"), None);
         assert_eq!(pick(",,;q=,gzip"), Some("gzip"));
+        let mut two = HeaderMap::new();
+        two.append(ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=0.1"));
+        two.append(ACCEPT_ENCODING, HeaderValue::from_static("br"));
+        let joined = accept_encoding(&two).unwrap();
+        assert_eq!(joined, "gzip;q=0.1, br");
+        assert_eq!(negotiate(std::iter::once(&joined), &Coding::ALL), Some(Coding::Brotli));
+        assert_eq!(accept_encoding(&HeaderMap::new()), None);
         let only_gzip = [Coding::Gzip];
         let v = HeaderValue::from_static("zstd, br, gzip");
         assert_eq!(negotiate(std::iter::once(&v), &only_gzip), Some(Coding::Gzip));
