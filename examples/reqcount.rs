@@ -107,7 +107,7 @@ fn request(h2: bool, authority: &str) -> Request<Empty<Bytes>> {
     if !h2 {
         builder = builder.header("host", authority);
     }
-    builder
+    builder = builder
         .header(
             "user-agent",
             "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
