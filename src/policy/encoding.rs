@@ -98,6 +98,17 @@ pub fn eligible(method: &Method, status: StatusCode, headers: &HeaderMap, settin
     {
         return false;
     }
+    // Cheapest refusals first: a small body (most API answers) is decided
+    // by one lookup.
+    if let Some(length) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if length < settings.min_bytes {
+            return false;
+        }
+    }
     if headers.contains_key(CONTENT_ENCODING) {
         return false;
     }
@@ -109,15 +120,6 @@ pub fn eligible(method: &Method, status: StatusCode, headers: &HeaderMap, settin
         .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
     {
         return false;
-    }
-    if let Some(length) = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if length < settings.min_bytes {
-            return false;
-        }
     }
     let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;

@@ -2,10 +2,13 @@
 //!
 //! A bcrypt or argon2 check costs milliseconds of CPU by design, so checks
 //! run on the blocking pool, at most one per core at a time, and a
-//! successful one is remembered (by a SHA-256 of user, password and hash,
-//! for five minutes) so that a logged-in browser's every request does not
-//! pay it again. An unknown user is checked against a real hash all the
-//! same, so the time taken does not tell which users exist.
+//! successful one is remembered for five minutes (until the file changes)
+//! so that a logged-in browser's every request does not pay it again. It is
+//! remembered by a 128-bit keyed hash (SipHash, keys drawn at start) of the
+//! `Authorization` header, never the password itself: a hit costs a few
+//! hundred instructions, and forging one would need a collision under keys
+//! the attacker never sees. An unknown user is checked against a real hash
+//! all the same, so the time taken does not tell which users exist.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,7 +42,12 @@ pub struct BasicAuth {
     users: ArcSwap<Users>,
     checked_at: AtomicU64,
     epoch: Instant,
-    remembered: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Fingerprint of a verified `Authorization` header -> its user, and when.
+    remembered: Mutex<HashMap<u128, (String, Instant)>>,
+    fingerprint_keys: (
+        std::collections::hash_map::RandomState,
+        std::collections::hash_map::RandomState,
+    ),
     checks: Semaphore,
 }
 
@@ -63,45 +71,51 @@ impl BasicAuth {
             checked_at: AtomicU64::new(0),
             epoch: Instant::now(),
             remembered: Mutex::new(HashMap::new()),
+            fingerprint_keys: Default::default(),
             checks: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         }
     }
 
     /// The user an `Authorization: Basic` header proves, if it does.
     pub async fn user(self: &Arc<Self>, authorization: Option<&HeaderValue>) -> Option<String> {
-        let (user, password) = credentials(authorization?)?;
+        let authorization = authorization?;
         self.reload_if_changed().await;
+        let fingerprint = self.fingerprint(authorization.as_bytes());
+        if let Some(user) = self.remembered(fingerprint) {
+            return Some(user);
+        }
+        let (user, password) = credentials(authorization)?;
         let users = self.users.load_full();
-        let hash = match users.by_name.get(&user) {
-            Some(hash) => hash.clone(),
-            None => {
-                // Spend the same time as for a real user, then refuse.
-                let any = users.by_name.values().next()?.clone();
-                let _ = self.verify(String::new(), password, any).await;
-                return None;
-            }
+        let Some(hash) = users.by_name.get(&user).cloned() else {
+            // Spend the same time as for a real user, then refuse.
+            let any = users.by_name.values().next()?.clone();
+            let _ = self.verify(password, any).await;
+            return None;
         };
-        let proof = proof(&user, &password, &hash);
-        if self.is_remembered(&proof) {
-            return Some(user);
+        if !self.verify(password, hash).await {
+            return None;
         }
-        if self.verify(user.clone(), password, hash).await {
-            let mut remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
-            if remembered.len() >= REMEMBERED {
-                remembered.clear();
-            }
-            remembered.insert(proof, Instant::now());
-            return Some(user);
+        let mut remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+        if remembered.len() >= REMEMBERED {
+            remembered.clear();
         }
-        None
+        remembered.insert(fingerprint, (user.clone(), Instant::now()));
+        Some(user)
     }
 
-    fn is_remembered(&self, proof: &[u8; 32]) -> bool {
+    fn fingerprint(&self, authorization: &[u8]) -> u128 {
+        use std::hash::BuildHasher;
+        let (a, b) = &self.fingerprint_keys;
+        (u128::from(a.hash_one(authorization)) << 64) | u128::from(b.hash_one(authorization))
+    }
+
+    fn remembered(&self, fingerprint: u128) -> Option<String> {
         let remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
-        remembered.get(proof).is_some_and(|at| at.elapsed() < REMEMBER)
+        let (user, at) = remembered.get(&fingerprint)?;
+        (at.elapsed() < REMEMBER).then(|| user.clone())
     }
 
-    async fn verify(&self, _user: String, password: Vec<u8>, hash: PasswordHash) -> bool {
+    async fn verify(&self, password: Vec<u8>, hash: PasswordHash) -> bool {
         let Ok(_turn) = self.checks.acquire().await else {
             return false;
         };
@@ -179,18 +193,6 @@ pub fn credentials(value: &HeaderValue) -> Option<(String, Vec<u8>)> {
     let colon = decoded.iter().position(|&b| b == b':')?;
     let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
     Some((user, decoded[colon + 1..].to_vec()))
-}
-
-fn proof(user: &str, password: &[u8], hash: &PasswordHash) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(user.as_bytes());
-    ctx.update(&[0]);
-    ctx.update(password);
-    ctx.update(&[0]);
-    ctx.update(hash.as_str().as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
 }
 
 #[cfg(test)]
