@@ -33,7 +33,12 @@ fn weight(values: &[HeaderValue], token: &str) -> Option<f64> {
             for p in parts {
                 if let Some((k, v)) = p.split_once('=') {
                     if k.trim().eq_ignore_ascii_case("q") {
-                        q = v.trim().parse::<f64>().ok().filter(|q| (0.0..=1.0).contains(q)).unwrap_or(0.0);
+                        q = v
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|q| (0.0..=1.0).contains(q))
+                            .unwrap_or(0.0);
                     }
                 }
             }

@@ -26,9 +26,17 @@ fuzz_target!(|data: &[u8]| {
                     PasswordHash::Argon2(h) => assert!(h.starts_with("$argon2")),
                 }
                 let line = format!("{}:{}", e.user, e.hash.as_str());
-                assert!(text.lines().any(|l| l.trim() == line), "{line:?} is not a line of the file");
+                assert!(
+                    text.lines().any(|l| l.trim() == line),
+                    "{line:?} is not a line of the file"
+                );
             }
         }
-        Err(e) => assert!(e.line <= text.lines().count(), "line {} of {}", e.line, text.lines().count()),
+        Err(e) => assert!(
+            e.line <= text.lines().count(),
+            "line {} of {}",
+            e.line,
+            text.lines().count()
+        ),
     }
 });

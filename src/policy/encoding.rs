@@ -32,11 +32,8 @@ pub fn negotiate<'a>(accept: impl Iterator<Item = &'a HeaderValue>, ours: &[Codi
             for param in parts {
                 if let Some((k, v)) = param.split_once('=') {
                     if k.trim().eq_ignore_ascii_case("q") {
-                        q = match parse_q(v.trim()) {
-                            Some(q) => q,
-                            // A malformed weight: ignore the coding rather than guess.
-                            None => 0,
-                        };
+                        // A malformed weight: the coding is ignored rather than guessed at.
+                        q = parse_q(v.trim()).unwrap_or_default();
                     }
                 }
             }

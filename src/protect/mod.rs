@@ -11,7 +11,7 @@ pub mod rate_limit;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use http::header::HeaderName;
@@ -97,10 +97,10 @@ impl Shared {
         }
     }
 
-    fn basic(&self, path: &PathBuf) -> Arc<BasicAuth> {
+    fn basic(&self, path: &Path) -> Arc<BasicAuth> {
         let mut files = self.basic.lock().unwrap_or_else(|p| p.into_inner());
         files
-            .entry(path.clone())
+            .entry(path.to_path_buf())
             .or_insert_with(|| Arc::new(BasicAuth::new(path)))
             .clone()
     }
