@@ -41,6 +41,7 @@
 #   NOISE_MAX=0.05 NOISE_RETRIES=1 TIME_BUDGET=450 (seconds; no redo past it)
 #   TLSFRONT=target/release/tlsfront OUT=/tmp/compressbench-<time>
 set -uo pipefail
+. "$(dirname "$0")/lib.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REPS=${REPS:-3}
@@ -61,9 +62,6 @@ OUT=${OUT:-/tmp/compressbench-$(date +%Y%m%d-%H%M%S)}
 read -r -a CASES <<<"${CASES:-tlsfront:none tlsfront:gzip tlsfront:br tlsfront:zstd nginx:none nginx:gzip caddy:none caddy:gzip caddy:zstd}"
 START=$SECONDS
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 for tool in taskset openssl nginx curl h2load python3 ss awk timeout cmp; do
     command -v "$tool" >/dev/null || die "missing $tool (apt-get install nginx caddy nghttp2-client curl openssl python3)"
 done
@@ -76,63 +74,17 @@ for c in "${CASES[@]}"; do NEED[${c%%:*}]=1; done
 [[ -n ${NEED[caddy]:-} ]] && { command -v caddy >/dev/null || die "missing caddy (apt-get install caddy)"; }
 
 # ------------------------------------------------------------ processes
-PIDS=()
-RUN=$(mktemp -d /tmp/compressbench-run.XXXXXX)
-mkdir -p "$OUT/raw" "$OUT/configs"
-
-descendants() {
-    local c
-    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
-}
-stop_pid() {
-    local pid=$1 kids k i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-    kids=$(descendants "$pid")
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    for k in $kids; do kill -0 "$k" 2>/dev/null && kill -KILL "$k" 2>/dev/null; done
-    return 0
-}
-cleanup() {
-    local p
-    trap - EXIT INT TERM
-    for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'log interrupted; exit 130' INT TERM
-
-start_bg() {   # start_bg CPU LOGFILE CMD... ; sets LAST_PID
-    local cpu=$1 logf=$2; shift 2
-    taskset -c "$cpu" "$@" >"$logf" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-port_busy() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
-wait_url() {   # wait_url URL PID
-    local i
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$2" 2>/dev/null || return 1
-        curl -sk -o /dev/null --max-time 1 "$1" && return 0
-        sleep 0.1
-    done
-    return 1
-}
+init_run compressbench 'log interrupted; exit 130'   # PIDS, RUN and the traps (lib.sh)
 
 # ------------------------------------------------------------ measurements
 CLK_TCK=$(getconf CLK_TCK)
-proc_ticks() {   # utime+stime of a process and its descendants (nginx's worker)
+tree_ticks() {   # utime+stime of a process and its descendants (nginx's worker)
     local sum=0 p v
     for p in "$1" $(descendants "$1"); do
         v=$(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null)
         [[ -n $v ]] && sum=$((sum + v))
     done
     echo "$sum"
-}
-cpu_line() {     # busy and total ticks of one CPU
-    awk -v c="cpu$1" '$1 == c {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat
 }
 all_ticks() {    # "pid ppid own_ticks reaped_children_ticks" for every process
     awk '{ f = FILENAME; sub(/^\/proc\//, "", f); sub(/\/stat$/, "", f)
@@ -153,12 +105,6 @@ foreign_cpu() {  # foreign_cpu BEFORE AFTER SECONDS: cores used by processes not
             v = tot / hz / sec; if (v > ncpu) v = ncpu
             printf "%.3f", v }' "$1" "$2"
 }
-busy_pct() {
-    local a b
-    a=$(awk '$1 == "cpu" {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat); sleep 2
-    b=$(awk '$1 == "cpu" {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2])}'
-}
 
 # ------------------------------------------------------------ setup
 busy=$(busy_pct)
@@ -166,9 +112,7 @@ log "machine ${busy}% busy before the start; $(uptime | sed 's/.*load/load/')"
 ((busy > 5)) && { log "WARNING: not quiet; busiest:"; ps -eo pid,pcpu,comm --sort=-pcpu | head -6 >&2; }
 { pgrep -x cargo >/dev/null || pgrep -x rustc >/dev/null; } && log "WARNING: cargo/rustc running: results will be noisy"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
-    -keyout "$RUN/key.pem" -out "$RUN/cert.pem" -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >/dev/null 2>&1 || die "openssl req failed"
+make_cert
 # OpenSSL settings for the load generator and curl only (never the proxies)
 cat >"$RUN/client-openssl.cnf" <<EOF
 openssl_conf = openssl_init
@@ -379,15 +323,7 @@ EOF
 cat >"$RUN/Caddyfile" <<EOF
 # Caddy as the shared harness runs it, plus encode (gzip at nginx's and
 # tlsfront's level 5; zstd at Caddy's default, klauspost "default" ~ level 3)
-{
-    admin off
-    auto_https off
-    default_sni localhost
-    storage file_system $RUN/caddy-data
-    servers {
-        protocols h1 h2
-    }
-}
+$(caddy_globals h1 h2)
 https://127.0.0.1:${PORT[caddy]} {
     bind 127.0.0.1
     tls $RUN/cert.pem $RUN/key.pem
@@ -433,10 +369,7 @@ start_target() {
         nginx)
             start_bg "$PROXY_CPU" "$OUT/raw/nginx.log" nginx -c "$RUN/nginx.conf" -e "$RUN/nginx-error.log" -g 'daemon off;' ;;
         caddy)
-            mkdir -p "$RUN/caddy-home"
-            start_bg "$PROXY_CPU" "$OUT/raw/caddy.log" env GOMAXPROCS=1 HOME="$RUN/caddy-home" \
-                XDG_DATA_HOME="$RUN/caddy-home" XDG_CONFIG_HOME="$RUN/caddy-home" \
-                caddy run --config "$RUN/Caddyfile" --adapter caddyfile ;;
+            start_caddy "$PROXY_CPU" "$OUT/raw/caddy.log" ;;
         *) die "unknown proxy $t (tlsfront, nginx, caddy)" ;;
     esac
     PID[$t]=$LAST_PID
@@ -477,9 +410,9 @@ h2run() {   # h2run CASE SECONDS
 run_one() {   # run_one CASE REP TRY -> appends to runs.tsv; returns 3 when noisy
     local c=$1 rep=$2 try=$3 t=${1%%:*} raw p0 p1 c0 c1 w0 w1 rps ok fail data cores per load foreign proto
     raw="$OUT/raw/${c/:/.}.$rep.$try.txt"
-    all_ticks >"$RUN/ticks.a"; p0=$(proc_ticks "${PID[$t]}"); c0=$(cpu_line "$LOAD_CPU"); w0=$(date +%s.%N)
+    all_ticks >"$RUN/ticks.a"; p0=$(tree_ticks "${PID[$t]}"); c0=$(cpu_line "$LOAD_CPU"); w0=$(date +%s.%N)
     h2run "$c" "$DURATION" >"$raw" 2>&1
-    all_ticks >"$RUN/ticks.b"; p1=$(proc_ticks "${PID[$t]}"); c1=$(cpu_line "$LOAD_CPU"); w1=$(date +%s.%N)
+    all_ticks >"$RUN/ticks.b"; p1=$(tree_ticks "${PID[$t]}"); c1=$(cpu_line "$LOAD_CPU"); w1=$(date +%s.%N)
     kill -0 "${PID[$t]}" 2>/dev/null || die "$t died (see $OUT/raw/$t.log)"
     rps=$(sed -n 's/^finished in [0-9.]*s, \([0-9.]*\) req\/s.*/\1/p' "$raw")
     ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded, \([0-9]*\) failed, \([0-9]*\) errored.*/\1/p' "$raw")

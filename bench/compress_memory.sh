@@ -33,6 +33,7 @@
 #   UP_PORT=18390 TF_PORT=18653 ADMIN_PORT=18654
 #   TLSFRONT=target/release/tlsfront OUT=/tmp/compressmem-<time>
 set -uo pipefail
+. "$(dirname "$0")/lib.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STREAMS=${STREAMS:-1000}
@@ -50,9 +51,6 @@ OUT=${OUT:-/tmp/compressmem-$(date +%Y%m%d-%H%M%S)}
 read -r -a CODINGS <<<"${CODINGS:-none zstd gzip}"
 START=$SECONDS
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 for tool in taskset openssl curl h2load python3 ss awk timeout; do
     command -v "$tool" >/dev/null || die "missing $tool (apt-get install nghttp2-client curl openssl python3)"
 done
@@ -65,52 +63,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (($(ulimit -n) >= 2 * STREAMS + 200)) || die "open-file limit $(ulimit -n) too low for $STREAMS streams"
 
 # ------------------------------------------------------------ processes
-PIDS=()
-RUN=$(mktemp -d /tmp/compressmem-run.XXXXXX)
-mkdir -p "$OUT/raw" "$OUT/configs"
+init_run compressmem 'log interrupted; exit 130'   # PIDS, RUN and the traps (lib.sh)
 
-descendants() {
-    local c
-    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
-}
-stop_pid() {
-    local pid=$1 kids k i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-    kids=$(descendants "$pid")
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    for k in $kids; do kill -0 "$k" 2>/dev/null && kill -KILL "$k" 2>/dev/null; done
-    return 0
-}
-cleanup() {
-    local p
-    trap - EXIT INT TERM
-    for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'log interrupted; exit 130' INT TERM
-
-start_bg() {   # start_bg CPU LOGFILE CMD... ; sets LAST_PID
-    local cpu=$1 logf=$2; shift 2
-    taskset -c "$cpu" "$@" >"$logf" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-port_busy() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
-wait_url() {   # wait_url URL PID
-    local i
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$2" 2>/dev/null || return 1
-        curl -sk -o /dev/null --max-time 1 "$1" && return 0
-        sleep 0.1
-    done
-    return 1
-}
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null; }
-proc_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 compressed_total() {   # tlsfront_compressed_responses_total, all algorithms
     curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" |
         awk '/^tlsfront_compressed_responses_total/ {s += $NF} END {print s + 0}'
@@ -122,9 +77,7 @@ for p in "$UP_PORT" "$TF_PORT" "$ADMIN_PORT"; do port_busy "$p" && die "port $p 
 log "load before the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 { pgrep -x cargo >/dev/null || pgrep -x rustc >/dev/null; } && log "WARNING: cargo/rustc running"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
-    -keyout "$RUN/key.pem" -out "$RUN/cert.pem" -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >/dev/null 2>&1 || die "openssl req failed"
+make_cert
 
 cat >"$RUN/app.py" <<'PYEOF'
 # Slow app: /stream sends CHUNK bytes of text/html every INTERVAL s for SECONDS

@@ -22,6 +22,7 @@
 #   TLSFRONT=target/release/tlsfront H3LOAD=target/release/examples/h3load
 #   HARNESS=/work/shared/bench (for conf/upstream-nginx.conf.tmpl)
 set -uo pipefail
+. "$(dirname "$0")/lib.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REPS=${REPS:-3}
@@ -42,9 +43,6 @@ HARNESS=${HARNESS:-/work/shared/bench}
 OUT=${OUT:-/tmp/h3bench-$(date +%Y%m%d-%H%M%S)}
 read -r -a TARGETS <<<"${TARGETS:-tlsfront caddy}"
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 for tool in taskset openssl nginx caddy curl ss awk timeout; do
     command -v "$tool" >/dev/null || die "missing $tool (apt-get install nginx caddy curl openssl iproute2)"
 done
@@ -54,62 +52,13 @@ done
 (($(nproc) > PROXY_CPU && $(nproc) > LOAD_CPU)) || die "need CPUs $PROXY_CPU and $LOAD_CPU"
 
 # ------------------------------------------------------------ processes
-PIDS=()
-RUN=$(mktemp -d /tmp/h3bench-run.XXXXXX)
-mkdir -p "$OUT/raw" "$OUT/configs"
-
-descendants() {
-    local c
-    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
-}
-stop_pid() {
-    local pid=$1 kids k i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-    kids=$(descendants "$pid")
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    for k in $kids; do kill -0 "$k" 2>/dev/null && kill -KILL "$k" 2>/dev/null; done
-    return 0
-}
-cleanup() {
-    local p
-    trap - EXIT INT TERM
-    for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-start_bg() {   # start_bg CPU LOGFILE CMD... ; sets LAST_PID
-    local cpu=$1 logf=$2; shift 2
-    taskset -c "$cpu" "$@" >"$logf" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-port_busy() { ss -Htuln "sport = :$1" 2>/dev/null | grep -q .; }
-wait_https() {   # wait_https PORT PID : TCP side answers
-    local i
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$2" 2>/dev/null || return 1
-        curl -sk -o /dev/null --max-time 1 "https://127.0.0.1:$1/" && return 0
-        sleep 0.1
-    done
-    return 1
-}
+init_run h3bench 'exit 130'   # PIDS, RUN and the traps (lib.sh)
 
 # ------------------------------------------------------------ measurements
 CLK_TCK=$(getconf CLK_TCK)
 OWN_PGRP=$(awk '{sub(/.*\) /, ""); print $3}' /proc/$$/stat)
-proc_ticks() {   # utime+stime of one process (all its threads)
-    awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0
-}
 all_ticks() {    # "pid pgrp ticks" for every process
     cat /proc/[0-9]*/stat 2>/dev/null | awk '{p = $1; sub(/.*\) /, ""); print p, $3, $12 + $13}'
-}
-cpu_line() {     # busy and total ticks of one CPU
-    awk -v c="cpu$1" '$1 == c {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat
 }
 udp_rcvbuf_errors() { awk '/^Udp:/ {n++; if (n == 2) print $6}' /proc/net/snmp; }
 foreign_cores() {   # foreign_cores A B SECONDS PGRP : CPU of processes not started by this script
@@ -121,12 +70,6 @@ foreign_cores() {   # foreign_cores A B SECONDS PGRP : CPU of processes not star
         { d = ($1 in a) ? $3 - a[$1] : $3; if (d > 0) t += d }
         END { printf "%.3f", t / hz / sec }' "$1" "$2"
 }
-busy_pct() {
-    local a b
-    a=$(awk '$1 == "cpu" {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat); sleep 2
-    b=$(awk '$1 == "cpu" {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2])}'
-}
 
 # ------------------------------------------------------------ setup
 busy=$(busy_pct)
@@ -134,11 +77,9 @@ log "machine ${busy}% busy before the start"
 ((busy > 5)) && { log "WARNING: not quiet; busiest:"; ps -eo pid,pcpu,comm --sort=-pcpu | head -6 >&2; }
 pgrep -x cargo >/dev/null || pgrep -x rustc >/dev/null && log "WARNING: cargo/rustc running: results will be noisy"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
-    -keyout "$RUN/key.pem" -out "$RUN/cert.pem" -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >/dev/null 2>&1 || die "openssl req failed"
+make_cert
 
-for p in "$UP_PORT" "$((UP_PORT + 1))" "$TF_PORT" "$CADDY_PORT"; do port_busy "$p" && die "port $p in use"; done
+for p in "$UP_PORT" "$((UP_PORT + 1))" "$TF_PORT" "$CADDY_PORT"; do port_busy "$p" tu && die "port $p in use"; done
 SMALL_BODY="hello world $(printf 'x%.0s' $(seq 88))"   # 100 bytes, as the harness
 sed -e "s#@RUN@#$RUN#g" -e "s#@UP_PORT@#$UP_PORT#g" -e "s#@UP_H2C_PORT@#$((UP_PORT + 1))#g" \
     -e "s#@SMALL_BODY@#$SMALL_BODY#g" "$HARNESS/conf/upstream-nginx.conf.tmpl" >"$RUN/upstream.conf"
@@ -165,15 +106,7 @@ EOF
 
 cat >"$RUN/Caddyfile" <<EOF
 # Caddy as the shared harness runs it (conf/Caddyfile.tmpl), plus h3
-{
-    admin off
-    auto_https off
-    default_sni localhost
-    storage file_system $RUN/caddy-data
-    servers {
-        protocols h1 h2 h3
-    }
-}
+$(caddy_globals h1 h2 h3)
 https://:$CADDY_PORT {
     bind 127.0.0.1
     tls $RUN/cert.pem $RUN/key.pem
@@ -213,14 +146,11 @@ start_target() {
             LAST_PID=$!; PIDS+=("$LAST_PID") ;;
         caddy)
             PORT[$t]=$CADDY_PORT
-            mkdir -p "$RUN/caddy-home"
-            start_bg "$PROXY_CPU" "$OUT/raw/caddy.log" env GOMAXPROCS=1 HOME="$RUN/caddy-home" \
-                XDG_DATA_HOME="$RUN/caddy-home" XDG_CONFIG_HOME="$RUN/caddy-home" \
-                caddy run --config "$RUN/Caddyfile" --adapter caddyfile ;;
+            start_caddy "$PROXY_CPU" "$OUT/raw/caddy.log" ;;
         *) die "unknown target $t (tlsfront, caddy)" ;;
     esac
     PID[$t]=$LAST_PID
-    wait_https "${PORT[$t]}" "${PID[$t]}" || { tail -20 "$OUT/raw/$t.log" >&2; die "$t did not come up"; }
+    wait_url "https://127.0.0.1:${PORT[$t]}/" "${PID[$t]}" || { tail -20 "$OUT/raw/$t.log" >&2; die "$t did not come up"; }
 }
 
 probe() {   # the UDP port is bound by the proxy, h3load gets answers, Alt-Svc over TCP
