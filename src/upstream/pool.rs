@@ -348,11 +348,21 @@ async fn tcp(addr: &str) -> Result<tokio::net::TcpStream, ConnectError> {
     Ok(stream)
 }
 
+/// The largest read (and write) buffer of an HTTP/1.1 connection to an app.
+const UPSTREAM_BUFFER_BYTES: usize = 64 * 1024;
+
 async fn start_http1<S>(stream: S) -> Result<Sender, ConnectError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let (sender, conn) = http1::Builder::new()
+        // hyper's read buffer doubles while reads come back full, up to this
+        // (default ~400 KiB), and keeps its size: when tlsfront falls behind
+        // an app that streams, every busy connection grew to it (1,000 slow
+        // compressed downloads: 670 MiB instead of 340, bench/README.md).
+        // 64 KiB still takes a whole TLS record train per read; a response
+        // head over 64 KiB is refused (nginx's default refuses over 4-8 KiB).
+        .max_buf_size(UPSTREAM_BUFFER_BYTES)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
