@@ -344,8 +344,11 @@ fn check(args: CheckArgs) -> Result<(), AppError> {
         if !config.upstream.given {
             say!("#   a request no route takes: 421 if no route serves its host, else 404");
         }
-    } else if let Some(line) = crate::routes::describe(&config).first() {
-        say!("# every request: {line}");
+    }
+    // Apart from the route table (whose lines scripts read as they are).
+    say!("# protection (compression, access, auth, rate_limit), per route:");
+    for line in crate::routes::describe_protection(&config) {
+        say!("#  - {line}");
     }
     say!("{config}");
     Ok(())

@@ -475,7 +475,13 @@ impl Proxy {
         // Only tlsfront's own auth names the user: a load balancer in front
         // passes clients' headers through, so even its word is not taken.
         head.headers.remove(&X_FORWARDED_USER);
-        head.headers.remove(&X_FORWARDED_CLIENT_CERT);
+        // A trusted proxy that terminated the client's TLS vouches for its
+        // certificate, as for X-Forwarded-For (untrusted peers' copies are
+        // gone already); once tlsfront asks for certificates itself, only
+        // its own verification counts.
+        if !client.via_trusted_proxy || self.client_sites.is_some() {
+            head.headers.remove(&X_FORWARDED_CLIENT_CERT);
+        }
         if let Some(identity) = &conn.client_cert {
             head.headers.insert(X_FORWARDED_CLIENT_CERT.clone(), identity.clone());
         }

@@ -250,6 +250,16 @@ fn build_route(
     })
 }
 
+/// What protects each route, in matching order: `route[1] (...): compression
+/// zstd,br,gzip; auth basic ...`, for `tlsfront check`.
+pub fn describe_protection(config: &Config) -> Vec<String> {
+    let table = RouteTable::new(config, &Metrics::new());
+    table
+        .all()
+        .map(|r| format!("{}: {}", r.name, r.protect.summary))
+        .collect()
+}
+
 /// Writes the route table in matching order, one route per line, for `tlsfront check`.
 pub fn describe(config: &Config) -> Vec<String> {
     let table = RouteTable::new(config, &Metrics::new());
@@ -261,7 +271,6 @@ pub fn describe(config: &Config) -> Vec<String> {
             if let Some(p) = &r.strip_prefix {
                 line.push_str(&format!(" (strip_prefix {p})"));
             }
-            line.push_str(&format!(" [{}]", r.protect.summary));
             line
         })
         .collect()

@@ -57,16 +57,14 @@ fn check_prints_each_routes_protection() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
-        out.contains("route[0] (any host, /login) -> http://127.0.0.1:5000 [compression off; access allow 10.0.0.0/8; auth basic htpasswd; rate_limit 10/1m burst 10]"),
+        out.contains("\n#  - route[0] (any host, /login): compression off; access allow 10.0.0.0/8; auth basic htpasswd; rate_limit 10/1m burst 10\n"),
         "{out}"
     );
     assert!(
-        out.contains(
-            "[upstream] fallback -> http://127.0.0.1:5000 [compression zstd,br,gzip; access allow 10.0.0.0/8]"
-        ),
+        out.contains("\n#  - [upstream] fallback: compression zstd,br,gzip; access allow 10.0.0.0/8\n"),
         "{out}"
     );
-    // Without routes, the one line for every request.
+    // Without routes, the one route that takes every request.
     std::fs::write(
         dir.path().join("u.toml"),
         "[upstream]\nurl = \"unix:/run/app/gunicorn.sock\"\n",
@@ -74,7 +72,7 @@ fn check_prints_each_routes_protection() {
     .unwrap();
     let o = tlsfront(dir.path(), &["check", "-c", "u.toml"]);
     assert!(
-        stdout(&o).contains("# every request: [upstream] -> unix:/run/app/gunicorn.sock [compression zstd,br,gzip]"),
+        stdout(&o).contains("\n#  - [upstream]: compression zstd,br,gzip\n"),
         "{}",
         stdout(&o)
     );

@@ -347,14 +347,26 @@ def test_check_refuses_an_argon2_time_cost_that_takes_minutes(tmp_path, certdir)
 # =========================================================================== header forgery
 
 
-def test_client_xfcc_through_a_trusted_proxy_is_removed(front_with):
-    f = front_with("", forwarded='trusted_proxies = ["127.0.0.1/32"]')
-    status, _, body = raw_get(
-        f, "/xfcc", {"X-Forwarded-Client-Cert": 'Hash=00;Subject="CN=admin"'}
-    )
+def test_client_xfcc_through_a_trusted_proxy_is_removed_once_tlsfront_asks_for_certificates(
+    front_with, fronts, certdir, rapp, tmp_path
+):
+    forged = {"X-Forwarded-Client-Cert": 'Hash=00;Subject="CN=admin"'}
+    trusted = 'trusted_proxies = ["127.0.0.1/32"]'
+    # Without client certificates of its own, a trusted proxy's XFCC stands
+    # (it terminated the client's TLS), as its X-Forwarded-For does.
+    f = front_with("", forwarded=trusted)
+    status, _, body = raw_get(f, "/xfcc", forged)
     assert status == 200
-    headers = echoed(body)["headers"]
-    assert hv(headers, "X-Forwarded-Client-Cert") == [], headers
+    assert hv(echoed(body)["headers"], "X-Forwarded-Client-Cert") == ['Hash=00;Subject="CN=admin"']
+    # Asking for certificates itself, tlsfront's verification is the only word.
+    text = config_text(certdir, rapp.server_url, "", forwarded=trusted).replace(
+        "[tls]\n", f'[tls]\nclient_ca = "{certdir / "ca.pem"}"\nclient_auth = "optional"\n', 1
+    )
+    f = start_front(tmp_path / "tf-xfcc", certdir, text, name="tf-review-xfcc")
+    fronts.append(f)
+    status, _, body = raw_get(f, "/xfcc", forged)
+    assert status == 200
+    assert hv(echoed(body)["headers"], "X-Forwarded-Client-Cert") == [], echoed(body)["headers"]
 
 
 @pytest.mark.parametrize("name", ["X-Forwarded-Client-Cert", "X_Forwarded_Client_Cert", "X-Forwarded-User", "x_forwarded_user"])
