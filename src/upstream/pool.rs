@@ -361,7 +361,8 @@ where
         // an app that streams, every busy connection grew to it (1,000 slow
         // compressed downloads: 670 MiB instead of 340, bench/README.md).
         // 64 KiB still takes a whole TLS record train per read; a response
-        // head over 64 KiB is refused (nginx's default refuses over 4-8 KiB).
+        // head much over 64 KiB (by hand: 70 KiB passes, 100 KiB is a 502)
+        // is refused (nginx's default refuses over 4-8 KiB).
         .max_buf_size(UPSTREAM_BUFFER_BYTES)
         .handshake(TokioIo::new(stream))
         .await
