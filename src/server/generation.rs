@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
+
+use super::streams::InConnectionTask;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
@@ -55,7 +57,7 @@ pub struct Generation {
     /// Per-site configurations when some site asks for client certificates.
     pub(super) client_sites: Option<Arc<crate::tls::ClientAuthSites>>,
     pub(super) http1: http1::Builder,
-    pub(super) http2: http2::Builder<TokioExecutor>,
+    pub(super) http2: http2::Builder<InConnectionTask>,
     /// HTTP/3: the QUIC side of the same certificates (`listen.http3`).
     pub(super) quic: Option<QuicSetup>,
     /// `listen.proxy_protocol`: set when every connection must start with a header.
@@ -87,7 +89,8 @@ pub(super) fn build_generation(
         .header_read_timeout(None)
         .max_buf_size(limits.max_request_header_bytes.max(8192) + 1024)
         .keep_alive(true);
-    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    // Streams run in their connection's task (see `streams`).
+    let mut http2 = http2::Builder::new(InConnectionTask);
     http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)

@@ -4,7 +4,8 @@
 //! `serve` (one connection's HTTP/1.1 or HTTP/2), `plain_http` (redirects
 //! and http-01), `generation` (what a reload swaps), `state` (what outlives
 //! generations, and the views admin, reload and ACME get of it), `http3`
-//! (QUIC connections and their requests), `quic` (a generation's QUIC setup).
+//! (QUIC connections and their requests), `quic` (a generation's QUIC setup),
+//! `streams` (HTTP/2 streams polled in their connection's task).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ mod plain_http;
 mod quic;
 mod serve;
 mod state;
+mod streams;
 
 pub use generation::{Generation, Loaded, Loader};
 pub use state::Server;

@@ -24,6 +24,7 @@ use crate::upstream::ProxyBody;
 
 use super::handshake::{answer_plain_http_on_tls_port, handshake, Accepted, OpenConnection};
 use super::state::{next_phase, reached, Phase, Server};
+use super::streams::WithStreams;
 
 pub(super) async fn serve_tls(
     mut stream: TcpStream,
@@ -109,8 +110,8 @@ pub(super) async fn serve_tls(
             let close_after = !speaks_h2 && server.is_shutting_down();
             let alt_svc = server.alt_svc.clone().filter(|_| advertise_h3);
             // Boxed: hyper keeps an HTTP/1.1 connection's request-future slot
-            // for the connection's whole life and copies an HTTP/2 stream's
-            // future into a task of its own; a pointer is cheaper to hold
+            // for the connection's whole life and moves an HTTP/2 stream's
+            // future into a boxed stream (see `streams`); a pointer is cheaper to hold
             // idle and to move than the request's multi-KiB state.
             let handling: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> = Box::pin(async move {
                 let mut response = generation.proxy.handle(req, &conn).await;
@@ -146,10 +147,10 @@ pub(super) async fn serve_tls(
         let io = TokioIo::new(ParkingStream::new(stream, parking.clone()));
         let ended = if speaks_h2 {
             // Boxed so that an HTTP/1.1 connection's task is not sized for HTTP/2's state.
-            let mut connection = Box::pin(generation.http2.serve_connection(io, service.clone()));
+            let mut connection = WithStreams::new(Box::pin(generation.http2.serve_connection(io, service.clone())));
             drive(
-                connection.as_mut(),
-                |c| c.graceful_shutdown(),
+                Pin::new(&mut connection),
+                |c| c.get_mut().connection().graceful_shutdown(),
                 &server,
                 &conn,
                 deadlines,
