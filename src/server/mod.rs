@@ -31,7 +31,7 @@ mod plain_http;
 mod quic;
 mod serve;
 mod state;
-mod streams;
+pub mod streams;
 
 pub use generation::{Generation, Loaded, Loader};
 pub use state::Server;
@@ -215,10 +215,25 @@ pub async fn run(initial: Loaded, loader: Loader, challenges: Arc<crate::acme::C
     Ok(())
 }
 
+/// Connections the kernel queues for `accept` per listener. tokio's own
+/// `bind` asks for 128: 2,000 clients connecting at once overflowed it, and
+/// each dropped SYN cost its client a 1 s retransmit (the 2,000-connection
+/// bench). The kernel caps it at `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| ServerError(format!("cannot listen on {addr} ({key}): {e}")))
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's and tokio's bind: a restart may reuse the port at once.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e: std::io::Error| ServerError(format!("cannot listen on {addr} ({key}): {e}")))
 }
 
 /// Raises the soft open-files limit toward the hard one, so that
