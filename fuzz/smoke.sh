@@ -23,7 +23,7 @@ set -euo pipefail
 
 CARGO_FUZZ_VERSION=0.13.2
 SECONDS_PER_TARGET="${1:-10}"
-ALL_TARGETS="cookies redirects forwarded hop config prefix proxy_protocol accept_encoding htpasswd"
+ALL_TARGETS="cookies redirects forwarded hop config prefix proxy_protocol accept_encoding htpasswd h2_streams"
 TARGETS="${TARGETS:-$ALL_TARGETS}"
 
 case "$SECONDS_PER_TARGET" in

@@ -34,7 +34,7 @@ thread_local! {
 
 /// hyper's executor for HTTP/2 server connections: see the module docs.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct InConnectionTask;
+pub struct InConnectionTask;
 
 impl<F> hyper::rt::Executor<F> for InConnectionTask
 where
@@ -54,7 +54,7 @@ where
 /// it boxed, so that the connection task's future names no hyper generics
 /// (with them, rustc cannot prove that task `Send`: its higher-ranked
 /// lifetime limitation with the executor's bounds).
-pub(crate) trait Http2Connection: Future<Output = hyper::Result<()>> + Send {
+pub trait Http2Connection: Future<Output = hyper::Result<()>> + Send {
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
@@ -77,14 +77,14 @@ where
 /// Ready when the connection is done and, if it ended cleanly, its streams
 /// too; after an error the streams are dropped with it (their client is gone,
 /// as when an HTTP/1.1 client goes away mid-request).
-pub(crate) struct WithStreams {
+pub struct WithStreams {
     connection: Pin<Box<dyn Http2Connection>>,
     streams: FuturesUnordered<StreamFuture>,
     ended: Option<hyper::Result<()>>,
 }
 
 impl WithStreams {
-    pub(crate) fn new(connection: Pin<Box<dyn Http2Connection>>) -> Self {
+    pub fn new(connection: Pin<Box<dyn Http2Connection>>) -> Self {
         WithStreams {
             connection,
             streams: FuturesUnordered::new(),
@@ -93,7 +93,7 @@ impl WithStreams {
     }
 
     /// The connection itself (for its graceful shutdown).
-    pub(crate) fn connection(&mut self) -> Pin<&mut dyn Http2Connection> {
+    pub fn connection(&mut self) -> Pin<&mut dyn Http2Connection> {
         self.connection.as_mut()
     }
 
