@@ -158,7 +158,7 @@ render upstream-nginx.conf.tmpl "$RUN/upstream.conf" 0
 render nginx.conf.tmpl "$RUN/nginx.conf" "${PORT[nginx]}"
 ng_wc=$(grep -o 'worker_connections *[0-9]*' "$RUN/nginx.conf" | awk '{print $2; exit}')
 ((${ng_wc:-0} >= 2 * CONNS + 100)) || die "nginx worker_connections $ng_wc too low for CONNS=$CONNS"
-cp "$ROOT/bench/tlsfront.toml" "$OUT/configs/"
+cp "${CONFIG:-$ROOT/bench/tlsfront.toml}" "$OUT/configs/"
 
 {
     echo "date: $(date -u +%FT%TZ)"
@@ -184,7 +184,7 @@ start_target() {
     local t=$1
     case $t in
         tlsfront)
-            (cd "$RUN" && exec taskset -c "$PROXY_CPU" "$TLSFRONT" run -c "$ROOT/bench/tlsfront.toml" \
+            (cd "$RUN" && exec taskset -c "$PROXY_CPU" "$TLSFRONT" run -c "${CONFIG:-$ROOT/bench/tlsfront.toml}" \
                 --listen "127.0.0.1:${PORT[tlsfront]}" --upstream "http://127.0.0.1:$UP_PORT" \
                 --cert "$RUN/cert.pem" --key "$RUN/key.pem") >"$OUT/raw/tlsfront.log" 2>&1 &
             LAST_PID=$!; PIDS+=("$LAST_PID") ;;
