@@ -86,25 +86,6 @@ tree_ticks() {   # utime+stime of a process and its descendants (nginx's worker)
     done
     echo "$sum"
 }
-all_ticks() {    # "pid ppid own_ticks reaped_children_ticks" for every process
-    awk '{ f = FILENAME; sub(/^\/proc\//, "", f); sub(/\/stat$/, "", f)
-           sub(/^.*\) /, ""); print f, $2, $12 + $13, $14 + $15 }' /proc/[0-9]*/stat 2>/dev/null
-}
-foreign_cpu() {  # foreign_cpu BEFORE AFTER SECONDS: cores used by processes not started here
-    local ours=" $$ " p
-    for p in "${PIDS[@]}"; do ours+="$p $(descendants "$p" | paste -sd' ') "; done
-    awk -v ours="$ours" -v hz="$CLK_TCK" -v sec="$3" -v ncpu="$(nproc)" '
-        NR == FNR { pp[$1] = $2; own[$1] = $3; ch[$1] = $4; next }
-        { seen[$1] = 1
-          if (index(ours, " " $1 " ")) next
-          d = ($1 in own) ? ($3 - own[$1]) + ($4 - ch[$1]) : $3 + $4
-          use[$1] += d }
-        END {
-            for (p in own) if (!(p in seen) && (pp[p] in use)) use[pp[p]] -= own[p] + ch[p]
-            for (p in use) if (use[p] > 0) tot += use[p]
-            v = tot / hz / sec; if (v > ncpu) v = ncpu
-            printf "%.3f", v }' "$1" "$2"
-}
 
 # ------------------------------------------------------------ setup
 busy=$(busy_pct)

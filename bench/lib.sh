@@ -98,3 +98,26 @@ busy_pct() {     # how busy the whole machine is over 2 s, in %
     b=$(awk '$1 == "cpu" {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
     awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2])}'
 }
+# Noise: every process's own and reaped children's ticks (all_ticks before and
+# after a run), and the cores used over it by processes this script did not
+# start (foreign_cpu; reads PIDS). compress.sh and spread.sh; h3.sh has its
+# own, by process group.
+all_ticks() {    # "pid ppid own_ticks reaped_children_ticks" for every process
+    awk '{ f = FILENAME; sub(/^\/proc\//, "", f); sub(/\/stat$/, "", f)
+           sub(/^.*\) /, ""); print f, $2, $12 + $13, $14 + $15 }' /proc/[0-9]*/stat 2>/dev/null
+}
+foreign_cpu() {  # foreign_cpu BEFORE AFTER SECONDS: cores used by processes not started here
+    local ours=" $$ " p
+    for p in "${PIDS[@]}"; do ours+="$p $(descendants "$p" | paste -sd' ') "; done
+    awk -v ours="$ours" -v hz="$(getconf CLK_TCK)" -v sec="$3" -v ncpu="$(nproc)" '
+        NR == FNR { pp[$1] = $2; own[$1] = $3; ch[$1] = $4; next }
+        { seen[$1] = 1
+          if (index(ours, " " $1 " ")) next
+          d = ($1 in own) ? ($3 - own[$1]) + ($4 - ch[$1]) : $3 + $4
+          use[$1] += d }
+        END {
+            for (p in own) if (!(p in seen) && (pp[p] in use)) use[pp[p]] -= own[p] + ch[p]
+            for (p in use) if (use[p] > 0) tot += use[p]
+            v = tot / hz / sec; if (v > ncpu) v = ncpu
+            printf "%.3f", v }' "$1" "$2"
+}
