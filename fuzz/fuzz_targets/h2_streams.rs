@@ -98,7 +98,7 @@ async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
         .unwrap())
 }
 
-fn build(req: &Req) -> Option<(Request<StreamBody<futures_stream::Chunks>>, usize)> {
+fn build(req: &Req) -> Option<Request<StreamBody<futures_stream::Chunks>>> {
     let method = METHODS[usize::from(req.method) % METHODS.len()];
     let path: String = req.path.iter().take(64).map(|b| char::from(b'!' + b % 94)).collect();
     let mut builder = Request::builder()
@@ -115,11 +115,7 @@ fn build(req: &Req) -> Option<(Request<StreamBody<futures_stream::Chunks>>, usiz
         .take(4)
         .map(|c| Bytes::copy_from_slice(&c[..c.len().min(4096)]))
         .collect();
-    let n = chunks.len();
-    builder
-        .body(StreamBody::new(futures_stream::Chunks(chunks)))
-        .ok()
-        .map(|r| (r, n))
+    builder.body(StreamBody::new(futures_stream::Chunks(chunks))).ok()
 }
 
 /// The body's chunks as frames (no futures-util in this crate's deps).
@@ -164,7 +160,7 @@ fn run(batch: &Batch, in_task: bool) -> Vec<Outcome> {
         let mut waiting = Vec::new();
         for req in batch.requests.iter().take(16) {
             match build(req) {
-                Some((request, _)) => {
+                Some(request) => {
                     let mut sender = sender.clone();
                     waiting.push(Some(tokio::spawn(async move {
                         let response = sender.send_request(request).await.ok()?;

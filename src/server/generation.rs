@@ -6,8 +6,6 @@ use std::sync::Arc;
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioTimer;
-
-use super::streams::InConnectionTask;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
@@ -21,6 +19,7 @@ use crate::telemetry::Telemetry;
 
 use super::handshake::ProxyHeaderGate;
 use super::quic::QuicSetup;
+use super::streams::InConnectionTask;
 
 /// A configuration and its certificates, loaded and validated.
 pub struct Loaded {
